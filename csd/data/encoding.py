@@ -1,0 +1,160 @@
+"""Tokenisation and batching for training (right padding) and generation (left padding).
+
+Layout of one training example (MiniLLM / DistiLLM):
+    input_ids = prompt_ids[:max_prompt_length] + response_ids + end_ids, cut to max_length
+    labels    = -100 on prompt positions, = input_ids on response and end positions
+Labels are aligned with input_ids (HF convention); the trainer compares logits[:, :-1]
+with labels[:, 1:]. The prompt is tokenised without special tokens, except that a BOS is
+kept in front when the tokenizer would add one (Llama, Gemma). `end_ids` is [eos] by
+default; chat data ends with the template's turn-end token instead (e.g. <|im_end|>).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from csd.data.loading import load_examples
+from csd.data.prompts import chat_turn_end
+from csd.data.sources import as_plain_dict
+
+IGNORE_INDEX = -100
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return len(ids) > 0 and ids[0] == bos
+
+
+def encode_prompt(tokenizer, prompt: str, max_prompt_length: int | None = None) -> list[int]:
+    """Prompt ids without special tokens, BOS kept in front when the tokenizer adds one."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if tokenizer_adds_bos(tokenizer) and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids = [tokenizer.bos_token_id] + ids
+    return ids[:max_prompt_length] if max_prompt_length else ids
+
+
+def response_end_ids(tokenizer, prompt_format: str = "minillm") -> list[int]:
+    """Tokens appended after a response: the chat turn-end token for chat data, else EOS."""
+    if prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        turn_end = chat_turn_end(tokenizer)
+        if turn_end:
+            return tokenizer(turn_end, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no eos_token; cannot terminate responses")
+    return [tokenizer.eos_token_id]
+
+
+def encode_example(tokenizer, prompt: str, response: str, max_length: int, max_prompt_length: int,
+                   end_ids: Sequence[int] | None = None) -> dict:
+    """-> {"input_ids", "labels", "prompt_length"} (lists), see the module docstring."""
+    full_prompt_ids = encode_prompt(tokenizer, prompt)
+    # MiniLLM tokenises prompt+response jointly and slices off the prompt; fall back to
+    # tokenising the response alone if the joint tokenisation changed the prompt boundary.
+    joint = encode_prompt(tokenizer, prompt + response)
+    if joint[:len(full_prompt_ids)] == full_prompt_ids:
+        response_ids = joint[len(full_prompt_ids):]
+    else:
+        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    response_ids = response_ids + list(end_ids if end_ids is not None else [tokenizer.eos_token_id])
+    prompt_ids = full_prompt_ids[:max_prompt_length]
+    input_ids = (prompt_ids + response_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
+    return {"input_ids": input_ids, "labels": labels, "prompt_length": min(len(prompt_ids), max_length)}
+
+
+class EncodedDataset(Dataset):
+    """A list of encoded examples (dicts of int lists) plus the source examples."""
+
+    def __init__(self, encoded: list[dict], examples: list[dict]):
+        self.encoded, self.examples = encoded, examples
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.encoded[index]
+
+
+def build_dataset(data_cfg: Any, split: str, tokenizer, max_length: int, max_prompt_length: int,
+                  response_key: str = "response", max_examples: int | None = None) -> EncodedDataset:
+    """Encoded examples of one split. `response_key` picks the target text (e.g.
+    'student_response' for chat pairs). With `drop_long_prompts: true` in the config,
+    examples whose prompt exceeds max_prompt_length are dropped, as MiniLLM's Dolly
+    processing does; otherwise prompts are truncated."""
+    cfg = as_plain_dict(data_cfg)
+    examples = load_examples(cfg, split, tokenizer, max_examples=max_examples)
+    end_ids = response_end_ids(tokenizer, cfg.get("prompt_format", "minillm"))
+    kept, encoded = [], []
+    for example in examples:
+        if cfg.get("drop_long_prompts") and \
+                len(encode_prompt(tokenizer, example["prompt"])) > max_prompt_length:
+            continue
+        encoded.append(encode_example(tokenizer, example["prompt"], example.get(response_key) or "",
+                                      max_length, max_prompt_length, end_ids=end_ids))
+        kept.append(example)
+    return EncodedDataset(encoded, kept)
+
+
+def pad_token_id_of(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+class TrainCollator:
+    """Encoded examples -> right-padded LongTensors input_ids, attention_mask, labels (B, T)."""
+
+    def __init__(self, pad_token_id: int, max_length: int | None = None):
+        self.pad_token_id, self.max_length = pad_token_id, max_length
+
+    def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        rows = [(ex["input_ids"][:self.max_length] if self.max_length else ex["input_ids"],
+                 ex["labels"][:self.max_length] if self.max_length else ex["labels"]) for ex in batch]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for row, (ids, labs) in enumerate(rows):
+            input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, :len(ids)] = 1
+            labels[row, :len(labs)] = torch.tensor(labs, dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    width = max((len(s) for s in sequences), default=0)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        if len(ids):
+            input_ids[row, width - len(ids):] = torch.tensor(list(ids), dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+class PromptCollator:
+    """Prompts -> LEFT-padded input_ids + attention_mask, for generation.
+
+    Items may be prompt strings, token-id lists, or encoded examples (their first
+    `prompt_length` input_ids). Prompts are cut to max_prompt_length (keeping the start,
+    as MiniLLM does)."""
+
+    def __init__(self, tokenizer, max_prompt_length: int | None = None, pad_token_id: int | None = None):
+        self.tokenizer = tokenizer
+        self.max_prompt_length = max_prompt_length
+        self.pad_token_id = pad_token_id if pad_token_id is not None else pad_token_id_of(tokenizer)
+
+    def prompt_ids(self, item) -> list[int]:
+        if isinstance(item, str):
+            ids = encode_prompt(self.tokenizer, item)
+        elif isinstance(item, dict):
+            ids = list(item["input_ids"][:item["prompt_length"]])
+        else:
+            ids = list(item)
+        return ids[:self.max_prompt_length] if self.max_prompt_length else ids
+
+    def __call__(self, items: Sequence) -> dict[str, torch.Tensor]:
+        return left_pad([self.prompt_ids(item) for item in items], self.pad_token_id)
