@@ -59,7 +59,8 @@ class Objective:
     def chunk_value_and_grad(self, student: Tensor, teacher: Tensor, need_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
         student, teacher = upcast(student), upcast(teacher)
         valid = None
-        if not (torch.isfinite(student).all() and torch.isfinite(teacher).all()):
+        # A row sum is non-finite iff some entry is (a cheap reduction, no (n, V) temporary).
+        if not (torch.isfinite(student.sum(-1)).all() and torch.isfinite(teacher.sum(-1)).all()):
             valid = torch.isfinite(student) & torch.isfinite(teacher)
             # Rows with no usable entry contribute nothing; keep the arithmetic finite.
             student = torch.where(valid, student, torch.zeros_like(student))
@@ -112,13 +113,17 @@ class _ChunkedLoss(torch.autograd.Function):
             loss, chunk_grad = objective.chunk_value_and_grad(student[index], teacher[index], need_grad)
             total += loss.sum()
             if need_grad:
-                grad.index_copy_(0, index, (chunk_grad * scale).to(grad.dtype))
-        ctx.save_for_backward(grad if need_grad else None)
+                grad.index_copy_(0, index, chunk_grad.mul_(scale).to(grad.dtype))
+        # Kept as an attribute, not a saved tensor, and released in backward: the buffer can then become
+        # the student's .grad without a copy.
+        ctx.grad = grad
         return total * scale
 
     @staticmethod
     def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:
+            raise RuntimeError("the distillation loss was backpropagated twice; its gradient buffer is used up")
         return scaled_gradient(grad, grad_output), None, None, None, None, None, None
 
 

@@ -78,18 +78,21 @@ class CSD(Objective):
             raise ValueError(f"csd mix_alpha must lie in [0, 1], got {self.mix_alpha}")
 
     def value_and_grad(self, student: Tensor, teacher: Tensor, valid: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        # Written to keep (n, V) temporaries few: in-place updates and vecdot reductions.
         a_letter, b_letter = self.weighting
         a = weights(a_letter, student, teacher, valid, self.temperature, self.mix_alpha)
-        b = a if b_letter == a_letter else weights(b_letter, student, teacher, valid, self.temperature, self.mix_alpha)
         diff = student - teacher  # entries outside `valid` were zeroed by the engine and carry zero weight
-        centred_a = diff - (a * diff).sum(-1, keepdim=True)
-        if b is a:
-            grad = a * centred_a
-            return 0.5 * (grad * centred_a).sum(-1), grad
-        centred_b = diff - (b * diff).sum(-1, keepdim=True)
-        mean_gap = (centred_b - centred_a)[..., :1]  # E_a d − E_b d, the same in every column
-        loss = 0.25 * ((a * centred_a.square()).sum(-1) + (b * centred_b.square()).sum(-1) + mean_gap.squeeze(-1).square())
-        grad = 0.5 * (b * centred_a + a * centred_b)
+        if a_letter == b_letter:
+            centred = diff.sub_(torch.linalg.vecdot(a, diff).unsqueeze(-1))
+            grad = a.mul_(centred)
+            return 0.5 * torch.linalg.vecdot(grad, centred), grad
+        b = weights(b_letter, student, teacher, valid, self.temperature, self.mix_alpha)
+        mean_a = torch.linalg.vecdot(a, diff).unsqueeze(-1)
+        mean_b = torch.linalg.vecdot(b, diff).unsqueeze(-1)
+        centred_a, centred_b = diff - mean_a, diff.sub_(mean_b)
+        loss = 0.25 * (torch.linalg.vecdot(a, centred_a.square()) + torch.linalg.vecdot(b, centred_b.square())
+                       + (mean_a - mean_b).squeeze(-1).square())
+        grad = 0.5 * (b.mul_(centred_a) + a.mul_(centred_b))
         return loss, grad
 
     def per_token(self, student: Tensor, teacher: Tensor, valid: Optional[Tensor]) -> Tensor:
