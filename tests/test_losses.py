@@ -621,3 +621,12 @@ def test_half_precision_teacher_with_float32_student(name):
     assert grad.dtype == torch.float32
     assert_rel_close(value, ref_value, what="mixed-dtype value")
     assert_rel_close(grad, ref_grad, what="mixed-dtype gradient")
+
+
+@pytest.mark.parametrize("name", ["csd", "fkl", "dld"])
+def test_nan_student_logit_is_not_treated_as_padding(name):
+    """Only -inf marks padding; a NaN from a diverging student must surface, not be silently dropped."""
+    student = torch.randn(1, 2, 5)
+    student[0, 0, 1] = float("nan")
+    loss = get_loss(name)(student, torch.randn(1, 2, 5), torch.zeros(1, 2, dtype=torch.long))
+    assert torch.isnan(loss)

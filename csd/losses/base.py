@@ -26,9 +26,9 @@ class Objective:
     """A per-token distillation objective: ``loss_fn(student_logits, teacher_logits, labels)``.
 
     Subclasses implement :meth:`per_token` (differentiable w.r.t. the student row) and may override
-    :meth:`value_and_grad` with a closed-form gradient.  ``valid`` marks vocabulary entries where both
-    logits are finite; it is ``None`` when every entry is (the common, fast case).  Entries outside
-    ``valid`` (a padded vocabulary, ``-inf``) are excluded from the objective and get zero gradient.
+    :meth:`value_and_grad` with a closed-form gradient.  ``valid`` marks vocabulary entries where neither
+    logit is ``-inf``; it is ``None`` when every entry is (the common, fast case).  Entries outside
+    ``valid`` (a padded vocabulary: ``-inf`` in either model) are excluded from the objective and get zero gradient.
     """
 
     name: ClassVar[str] = ""
@@ -61,8 +61,8 @@ class Objective:
         valid = None
         # A row sum is non-finite iff some entry is (a cheap reduction, no (n, V) temporary).
         if not (torch.isfinite(student.sum(-1)).all() and torch.isfinite(teacher.sum(-1)).all()):
-            valid = torch.isfinite(student) & torch.isfinite(teacher)
-            # Rows with no usable entry contribute nothing; keep the arithmetic finite.
+            # -inf marks a padded vocabulary entry (as in DistiLLM); NaN and +inf are not padding and propagate.
+            valid = ~(torch.isneginf(student) | torch.isneginf(teacher))
             student = torch.where(valid, student, torch.zeros_like(student))
             teacher = torch.where(valid, teacher, torch.zeros_like(teacher))
         if not need_grad:

