@@ -1,0 +1,187 @@
+"""Score a checkpoint as the paper does: `python -m csd.evaluate model.name_or_path=PATH eval_sets=[...]`.
+
+For every eval set (configs/data/<name>.yaml):
+  sampled sets (instruction following): one generation per seed in `seeds` (10..50), metric
+      per seed, then mean ± std over seeds (sample std, ddof=1);
+  greedy sets (GSM8K, DialogSum, translation): one generation (the first seed);
+  MT-Bench / AlpacaEval: answer files in FastChat / AlpacaEval format, no score (paid judge).
+Writes <output_dir>/<set>/seed<k>/answers.jsonl and <output_dir>/metrics.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from csd.data import load_data_config, load_examples
+from csd.data.benchmarks import answer_mt_bench, write_alpaca_eval_outputs, write_mt_bench_answers
+from csd.generation import generate, generate_vllm
+from csd.metrics import comet, compute_metric
+
+log = logging.getLogger(__name__)
+DEFAULTS = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 256,
+            "max_prompt_length": 256, "stop_strings": None}
+
+
+def load_model_and_tokenizer(model_cfg, device: str = "auto"):
+    """csd.models.load_model / load_tokenizer when available, else plain transformers."""
+    try:
+        from csd.models import load_model, load_tokenizer
+    except ImportError:
+        load_model = load_tokenizer = None
+    if load_model is not None:
+        tokenizer, model = load_tokenizer(model_cfg), load_model(model_cfg)
+    else:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = model_cfg.get("tokenizer") or model_cfg["name_or_path"]
+        gguf = {"gguf_file": model_cfg["gguf_file"]} if model_cfg.get("gguf_file") else {}
+        tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
+        dtype = model_cfg.get("dtype", "auto")
+        model = AutoModelForCausalLM.from_pretrained(
+            model_cfg["name_or_path"], dtype=dtype if dtype == "auto" else getattr(torch, dtype), **gguf)
+        if model_cfg.get("peft_path"):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, model_cfg["peft_path"]).merge_and_unload()
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), tokenizer
+
+
+def generation_settings(overrides: dict, data_cfg: dict) -> dict:
+    """Evaluate-config value if set, else the eval set's value, else the MiniLLM default."""
+    settings = {}
+    for key, default in DEFAULTS.items():
+        value = overrides.get(key)
+        settings[key] = value if value is not None else data_cfg.get(key, default)
+    if settings["stop_strings"] is not None:
+        settings["stop_strings"] = list(settings["stop_strings"])
+    return settings
+
+
+def mean_and_std(per_seed: dict[str, dict[str, float]]) -> tuple[dict, dict]:
+    keys = next(iter(per_seed.values())).keys()
+    means = {k: statistics.fmean(r[k] for r in per_seed.values()) for k in keys}
+    stds = {k: statistics.stdev([r[k] for r in per_seed.values()]) if len(per_seed) > 1 else 0.0 for k in keys}
+    return means, stds
+
+
+def write_answers(path: Path, examples: list[dict], predictions: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for index, (example, text) in enumerate(zip(examples, predictions)):
+            f.write(json.dumps({"index": index, "prompt": example["prompt"], "text": text,
+                                "references": example.get("references", [])}, ensure_ascii=False) + "\n")
+
+
+class Generator:
+    """One entry point for both backends: prompts + settings + seed -> responses."""
+
+    def __init__(self, cfg: DictConfig, model, tokenizer):
+        self.cfg, self.model, self.tokenizer, self.llm = cfg, model, tokenizer, None
+        if cfg.backend == "vllm":
+            if cfg.model.get("peft_path"):
+                raise ValueError("backend=vllm needs a merged checkpoint; merge the LoRA adapter first")
+            from vllm import LLM
+
+            self.llm = LLM(model=cfg.model.name_or_path, dtype=str(cfg.model.get("dtype", "auto")))
+        elif cfg.backend != "hf":
+            raise ValueError(f"unknown backend {cfg.backend!r} (hf | vllm)")
+
+    def __call__(self, prompts, settings: dict, seed: int | None, desc: str) -> list[str]:
+        common = dict(max_new_tokens=settings["max_new_tokens"], do_sample=settings["do_sample"],
+                      temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
+                      seed=seed, stop_strings=settings["stop_strings"],
+                      max_prompt_length=settings["max_prompt_length"])
+        if self.llm is not None:
+            return generate_vllm(self.cfg.model.name_or_path, self.tokenizer, prompts, llm=self.llm, **common)
+        return generate(self.model, self.tokenizer, prompts, batch_size=self.cfg.generation.batch_size,
+                        progress=self.cfg.progress, desc=desc, **common)
+
+
+def evaluate_set(cfg: DictConfig, config_name: str, generator: Generator, tokenizer, output_dir: Path) -> dict:
+    """Results of one eval set; `config_name` is a configs/data name or a yaml path."""
+    data_cfg = OmegaConf.to_container(load_data_config(config_name), resolve=True)
+    name = data_cfg["name"]
+    examples = load_examples(data_cfg, cfg.split, tokenizer, max_examples=cfg.max_examples)
+    settings = generation_settings(OmegaConf.to_container(cfg.generation, resolve=True), data_cfg)
+    model_id = cfg.model.get("model_id") or Path(str(cfg.model.name_or_path).rstrip("/")).name
+    log.info("%s: %d examples, %s", name, len(examples), settings)
+
+    if data_cfg["format"] == "mt_bench":
+        seed = cfg.seeds[0] if cfg.seeds else None
+
+        def generate_turn(prompts, do_sample, temperature):
+            return generator(prompts, dict(settings, do_sample=do_sample, temperature=temperature), seed,
+                             f"{name} turn")
+        answers = answer_mt_bench(examples, tokenizer, generate_turn)
+        path = write_mt_bench_answers(output_dir / name / "model_answer" / f"{model_id}.jsonl", model_id,
+                                      examples, answers)
+        return {"format": "fastchat_model_answer", "answer_file": str(path), "n_examples": len(examples)}
+    if data_cfg["format"] == "alpaca_eval":
+        outputs = generator([ex["prompt"] for ex in examples], settings, cfg.seeds[0] if cfg.seeds else None, name)
+        path = write_alpaca_eval_outputs(output_dir / name / f"{model_id}.json", model_id, examples, outputs)
+        return {"format": "alpaca_eval_json", "answer_file": str(path), "n_examples": len(examples)}
+
+    seeds = list(cfg.seeds) if settings["do_sample"] else list(cfg.seeds)[:1]
+    per_seed = {}
+    for seed in seeds or [None]:
+        predictions = generator([ex["prompt"] for ex in examples], settings, seed, f"{name} seed {seed}")
+        write_answers(output_dir / name / f"seed{seed}" / "answers.jsonl", examples, predictions)
+        scores = compute_metric(data_cfg["metric"], predictions, examples)
+        if data_cfg.get("comet"):
+            scores.update(comet([ex.get("source", "") for ex in examples], predictions,
+                                [ex["references"][0] for ex in examples]))
+        per_seed[str(seed)] = scores
+        log.info("%s seed %s: %s", name, seed, scores)
+    means, stds = mean_and_std(per_seed)
+    return {"metric": data_cfg["metric"], "n_examples": len(examples), "seeds": seeds, "settings": settings,
+            "mean": means, "std": stds, "per_seed": per_seed}
+
+
+def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model, tokenizer = load_model_and_tokenizer(model_cfg, cfg.device) if cfg.backend == "hf" else (None, None)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_cfg.get("tokenizer") or model_cfg["name_or_path"])
+    generator = Generator(cfg, model, tokenizer)
+    results = {}
+    for config_name in cfg.eval_sets:
+        name = str(load_data_config(config_name).name)
+        if name in results:
+            raise ValueError(f"two eval sets are named {name!r}")
+        results[name] = evaluate_set(cfg, config_name, generator, tokenizer, output_dir)
+    report = {"model": model_cfg, "backend": cfg.backend, "split": cfg.split, "results": results}
+    (output_dir / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    for name, result in results.items():
+        if "mean" in result:
+            main_key = {"gsm8k_accuracy": "accuracy", "bleu": "bleu", "rouge": "rougeL"}.get(result["metric"],
+                                                                                            result["metric"])
+            print(f"{name:12s} {main_key:10s} {result['mean'][main_key]:7.2f} ± {result['std'][main_key]:.2f}"
+                  f"  (n={result['n_examples']}, seeds={result['seeds']})")
+        else:
+            print(f"{name:12s} answers -> {result['answer_file']}")
+    print(f"metrics: {output_dir / 'metrics.json'}")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run_evaluation(cfg)
+
+
+if __name__ == "__main__":
+    main()

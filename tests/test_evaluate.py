@@ -1,0 +1,104 @@
+"""End-to-end evaluation on a tiny saved checkpoint and fixture eval sets (offline).
+
+Per-seed scores are recomputed from the written answers.jsonl with rouge-score directly,
+and mean ± std with the statistics module, independently of csd.evaluate's own code.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from rouge_score import rouge_scorer
+
+from csd.data import load_data_config
+from csd.evaluate import run_evaluation
+from csd.testing import save_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_config(tmp_path, name, folder, **overrides):
+    cfg = yaml.safe_load(open(REPO / "configs" / "data" / f"{name}.yaml"))
+    cfg.update(path=str(FIXTURES / folder), **overrides)
+    path = tmp_path / f"{name}_fixture.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny-llama", arch="llama")
+
+
+def compose_eval(overrides):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=overrides)
+
+
+def test_sampled_and_greedy_sets(tmp_path, checkpoint):
+    inst = fixture_config(tmp_path, "uinst", "uinst/11_", max_new_tokens=6)
+    gsm = fixture_config(tmp_path, "gsm8k", "gsm8k", max_new_tokens=6)
+    out = tmp_path / "eval"
+    cfg = compose_eval([f"model.name_or_path={checkpoint}", f"eval_sets=[{inst},{gsm}]", "seeds=[10,20]",
+                        f"output_dir={out}", "progress=false", "device=cpu"])
+    run_evaluation(cfg)
+    report = json.loads((out / "metrics.json").read_text())
+    sampled = report["results"]["uinst"]
+    assert sampled["seeds"] == [10, 20] and sampled["n_examples"] == 2
+    assert sampled["settings"]["do_sample"] is True and sampled["settings"]["top_k"] == 0
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    per_seed = []
+    for seed in (10, 20):
+        rows = [json.loads(line) for line in (out / "uinst" / f"seed{seed}" / "answers.jsonl").open()]
+        assert len(rows) == 2 and all(set(r) >= {"prompt", "text", "references"} for r in rows)
+        recomputed = 100 * statistics.fmean(
+            max(scorer.score(ref, r["text"])["rougeL"].fmeasure for ref in r["references"]) for r in rows)
+        assert sampled["per_seed"][str(seed)]["rougeL"] == pytest.approx(recomputed)
+        per_seed.append(recomputed)
+    assert sampled["mean"]["rougeL"] == pytest.approx(statistics.fmean(per_seed))
+    assert sampled["std"]["rougeL"] == pytest.approx(statistics.stdev(per_seed))
+    greedy = report["results"]["gsm8k"]
+    assert greedy["seeds"] == [10] and greedy["settings"]["do_sample"] is False
+    assert set(greedy["mean"]) == {"accuracy", "accuracy_strict"}
+    assert greedy["settings"]["stop_strings"] == ["\n\n"]
+
+
+def test_chat_benchmark_answer_files(tmp_path, checkpoint):
+    mt_bench = fixture_config(tmp_path, "mt_bench", "mt_bench", max_new_tokens=4)
+    alpaca = fixture_config(tmp_path, "alpaca_eval", "alpaca_eval", max_new_tokens=4)
+    out = tmp_path / "eval"
+    cfg = compose_eval([f"model.name_or_path={checkpoint}", f"eval_sets=[{mt_bench},{alpaca}]",
+                        "model.model_id=tiny-csd", f"output_dir={out}", "progress=false", "device=cpu"])
+    run_evaluation(cfg)
+    lines = [json.loads(line) for line in (out / "mt_bench" / "model_answer" / "tiny-csd.jsonl").open()]
+    assert [line["question_id"] for line in lines] == [81, 111]
+    assert all(line["model_id"] == "tiny-csd" and len(line["choices"][0]["turns"]) == 2 for line in lines)
+    assert all({"answer_id", "tstamp"} <= set(line) for line in lines)
+    outputs = json.loads((out / "alpaca_eval" / "tiny-csd.json").read_text())
+    assert [set(o) for o in outputs] == [{"instruction", "output", "generator", "dataset"}] * 2
+    assert outputs[0]["generator"] == "tiny-csd"
+
+
+def test_every_shipped_eval_config_has_the_required_keys():
+    for path in sorted((REPO / "configs" / "data").glob("*.yaml")):
+        cfg = load_data_config(str(path))
+        for key in ("name", "format", "path", "hub_id", "splits", "prompt_format", "max_examples"):
+            assert key in cfg, f"{path.name} lacks {key}"
+
+
+def test_command_line_entry_point(tmp_path, checkpoint):
+    inst = fixture_config(tmp_path, "vicuna", "vicuna", max_new_tokens=4)
+    out = tmp_path / "cli"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    result = subprocess.run(
+        [sys.executable, "-m", "csd.evaluate", f"model.name_or_path={checkpoint}", f"eval_sets=[{inst}]",
+         "seeds=[10]", f"output_dir={out}", "progress=false", "device=cpu"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rougeL" in result.stdout and (out / "metrics.json").exists()
