@@ -102,3 +102,21 @@ def test_command_line_entry_point(tmp_path, checkpoint):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rougeL" in result.stdout and (out / "metrics.json").exists()
+
+
+def test_generate_responses_writes_pairs(tmp_path, checkpoint):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_responses", REPO / "scripts" / "generate_responses.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    prompts = fixture_config(tmp_path, "ultrachat", "ultrachat")
+    out = tmp_path / "pairs"
+    script.main([f"data={prompts}", f"teacher.name_or_path={checkpoint}", f"student.name_or_path={checkpoint}",
+                 "max_new_tokens=4", f"output_dir={out}", "progress=false", "device=cpu", "test_size=1"])
+    train = [json.loads(line) for line in (out / "train.jsonl").open()]
+    assert [row["prompt"] for row in train] == ["How does photosynthesis work?", "Write a short poem about the sea."]
+    assert all(set(row) == {"prompt", "teacher_response", "student_response"} for row in train)
+    # same checkpoint and seed on both sides -> identical samples (seeded sampling)
+    assert all(row["teacher_response"] == row["student_response"] for row in train)
+    assert len((out / "test.jsonl").read_text().splitlines()) == 1
