@@ -1,0 +1,114 @@
+"""Hydra/OmegaConf plumbing shared by the entry points: resolvers, composing, validation with clear errors."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _run_name(objective: str) -> str:
+    """The objective plus the command-line overrides, so every run of a sweep gets its own directory."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = HydraConfig.get().job.override_dirname
+    except (ImportError, ValueError):
+        overrides = ""
+    if not overrides:
+        return objective
+    name = f"{objective},{overrides}".replace("/", "-")
+    if len(name) > 120:  # keep paths short and still unique
+        name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+    return name
+
+
+if not OmegaConf.has_resolver("csd.run_name"):
+    OmegaConf.register_new_resolver("csd.run_name", _run_name)
+
+
+def compose(overrides: Iterable[str] = (), config_name: str = "config") -> DictConfig:
+    """The config ``python -m csd.train <overrides>`` would run with (for scripts and tests)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _choice(cfg: DictConfig, key: str, allowed: Iterable, optional: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    allowed = list(allowed)
+    if value is None and optional:
+        return
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def _positive(cfg: DictConfig, key: str, optional: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{key}={value!r} must be a positive number")
+
+
+def _every(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in (None, "epoch") and not (isinstance(value, int) and value > 0):
+        raise ValueError(f"{key}={value!r} must be 'epoch', a positive number of optimizer steps, or null")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Fail before any model is loaded, naming the bad key and the allowed values."""
+    from csd.losses import LOSSES, loss_options
+
+    _choice(cfg, "loss.name", sorted(LOSSES) + ["sft"])
+    if cfg.loss.name != "sft":
+        allowed = set(loss_options(cfg.loss.name)) | {"name", "fused"}
+        unknown = sorted(set(cfg.loss) - allowed)
+        if unknown:
+            raise ValueError(f"loss.{unknown[0]} is not an option of loss {cfg.loss.name!r}; allowed: {', '.join(sorted(allowed))}")
+    for key in ("optim.lr", "train.batch_size", "train.grad_accum", "train.epochs", "train.max_length", "train.max_prompt_length"):
+        _positive(cfg, key)
+    _positive(cfg, "train.max_steps", optional=True)
+    _choice(cfg, "optim.scheduler", ["constant", "linear", "cosine"])
+    _choice(cfg, "train.mixed_precision", ["no", "bf16", "fp16"], optional=True)
+    _choice(cfg, "logger.name", ["none", "wandb"])
+    _every(cfg, "train.eval_every")
+    _every(cfg, "train.save_every")
+    if not 0.0 <= cfg.train.kd_ratio <= 1.0:
+        raise ValueError(f"train.kd_ratio={cfg.train.kd_ratio} must lie in [0, 1]")
+    if cfg.train.max_prompt_length >= cfg.train.max_length:
+        raise ValueError(f"train.max_prompt_length={cfg.train.max_prompt_length} must be below train.max_length={cfg.train.max_length}")
+    resume = cfg.train.resume
+    if resume not in (None, "auto") and not Path(str(resume)).is_dir():
+        raise ValueError(f"train.resume={resume!r} must be null, 'auto' or an existing checkpoint directory")
+
+
+def distillation_enabled(cfg: DictConfig) -> bool:
+    return cfg.loss.name != "sft" and cfg.train.kd_ratio > 0
+
+
+def loss_kwargs(loss_cfg: DictConfig) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(loss_cfg, resolve=True).items() if k not in ("name", "fused")}
+
+
+def resolved_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def maybe(value, default=None):
+    return default if value is None else value
+
+
+__all__ = ["CONFIG_DIR", "compose", "group_options", "validate_train_config", "distillation_enabled", "loss_kwargs",
+           "resolved_yaml", "maybe"]

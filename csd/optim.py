@@ -1,0 +1,44 @@
+"""AdamW with decoupled decay on weight matrices only, and the three schedules of the paper's settings."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Biases and norm weights (every parameter with fewer than 2 dimensions) get no weight decay."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, optim_cfg) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(param_groups(model, optim_cfg.weight_decay), lr=optim_cfg.lr,
+                             betas=tuple(optim_cfg.betas), eps=optim_cfg.eps)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, scheduler: str, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate after ``step`` optimizer steps.
+
+    Linear warm-up over ``warmup_steps``, then constant, linear to 0, or cosine to ``min_ratio``
+    (cosine: min + (1 − min)·½(1 + cos(π·progress)), i.e. CosineAnnealingLR with eta_min = min_lr).
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if scheduler == "constant":
+        return 1.0
+    if scheduler == "linear":
+        return 1.0 - progress
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, optim_cfg, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = int(round(optim_cfg.warmup_ratio * total_steps))
+    min_ratio = optim_cfg.min_lr / optim_cfg.lr
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, optim_cfg.scheduler, min_ratio))

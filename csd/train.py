@@ -1,0 +1,355 @@
+"""Distil a teacher into a student (or fine-tune with loss=sft): ``python -m csd.train experiment=<preset> ...``.
+
+The same command runs on one CPU and under ``accelerate launch -m csd.train`` on many GPUs (DDP or DeepSpeed).
+The story, top to bottom: build models and data, then for each optimizer step draw ``grad_accum`` micro-batches,
+weight every target token equally across micro-batches and processes, step, log, evaluate, checkpoint.
+
+    loss = (1 − kd_ratio)·CE + kd_ratio·distillation,   both as Σ per-token loss ÷ global number of target tokens
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from csd.config import distillation_enabled, loss_kwargs, validate_train_config
+from csd.data import TrainCollator, build_dataset, pad_token_id_of
+from csd.logger import RunLogger
+from csd.losses import IGNORE_INDEX, get_loss
+from csd.losses.fused import fused_linear_loss_with
+from csd.models import base_causal_lm, hidden_states_before_head, load_model, load_tokenizer, shared_vocab_size
+from csd.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+STATE_FILE = "trainer_state.json"
+
+
+@dataclasses.dataclass
+class Models:
+    student: torch.nn.Module
+    tokenizer: object
+    teacher: Optional[torch.nn.Module] = None
+    vocab: Optional[int] = None  # logits compared on [:vocab]
+
+
+@dataclasses.dataclass
+class TrainState:
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_value: Optional[float] = None
+    history: list = dataclasses.field(default_factory=list)
+    evaluations: list = dataclasses.field(default_factory=list)
+
+
+def build_models(cfg: DictConfig) -> Models:
+    tokenizer = load_tokenizer(cfg.model.student)
+    student = load_model(cfg.model.student)
+    if not distillation_enabled(cfg):
+        return Models(student, tokenizer)
+    teacher = load_model(cfg.model.teacher).eval().requires_grad_(False)
+    vocab = shared_vocab_size(tokenizer, load_tokenizer(cfg.model.teacher), student, teacher)
+    return Models(student, tokenizer, teacher, vocab)
+
+
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Targets aligned with the logits: position i predicts token i+1 (the last position predicts nothing).
+
+    Shifting the labels instead of slicing the logits keeps the (B, T, V) logits contiguous (no copy)."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
+def optimizer_windows(num_examples: int, cfg: DictConfig, world: int, epoch: int) -> list[torch.Tensor]:
+    """This epoch's example indices, one (grad_accum, world, batch_size) block per optimizer step.
+
+    A fixed permutation per (seed, epoch) and no dependence on process-local state: a resumed run sees the
+    same batches, and splitting a batch over micro-batches or processes changes nothing but the split."""
+    per_step = cfg.train.batch_size * world * cfg.train.grad_accum
+    generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + epoch)
+    order = torch.randperm(num_examples, generator=generator)
+    steps = num_examples // per_step
+    return list(order[: steps * per_step].view(steps, cfg.train.grad_accum, world, cfg.train.batch_size))
+
+
+def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictConfig, accelerator) -> dict:
+    """Σ distillation loss, Σ CE and the number of target tokens of one micro-batch (CE without grad when unused)."""
+    targets = shift_labels(batch["labels"])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    kd_ratio = cfg.train.kd_ratio if objective is not None else 0.0
+    sums = {"tokens": (targets != IGNORE_INDEX).sum()}
+    if cfg.loss.get("fused", False) and objective is not None:
+        unwrapped = accelerator.unwrap_model(student)
+        hidden = hidden_states_before_head(student, unwrapped, inputs)
+        with torch.no_grad(), accelerator.autocast():
+            teacher_hidden = hidden_states_before_head(models.teacher, models.teacher, inputs)
+        weight = base_causal_lm(unwrapped).get_output_embeddings().weight[: models.vocab]
+        teacher_weight = models.teacher.get_output_embeddings().weight[: models.vocab]
+        sums["kd"] = fused_linear_loss_with(objective, hidden.flatten(0, 1), weight, teacher_hidden.flatten(0, 1),
+                                            teacher_weight, targets.flatten(), reduction="sum")
+        sums["ce"] = torch.full((), float("nan"), device=targets.device)  # not computed: it needs the full logits
+        return sums
+    logits = student(**inputs, use_cache=False).logits
+    with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio < 1.0):
+        sums["ce"] = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+    if objective is not None:
+        with torch.no_grad(), accelerator.autocast():
+            teacher_logits = models.teacher(**inputs, use_cache=False).logits
+        vocab = models.vocab
+        if logits.shape[-1] != vocab or teacher_logits.shape[-1] != vocab:
+            logits, teacher_logits = logits[..., :vocab], teacher_logits[..., :vocab]
+        sums["kd"] = objective(logits, teacher_logits, targets, reduction="sum")
+    return sums
+
+
+def combined_loss(sums: dict, kd_ratio: float) -> torch.Tensor:
+    if "kd" not in sums:
+        return sums["ce"]
+    if kd_ratio >= 1.0:
+        return sums["kd"]
+    return (1.0 - kd_ratio) * sums["ce"] + kd_ratio * sums["kd"]
+
+
+def train_step(window, train_set, collate, student, models, objective, optimizer, scheduler, cfg, accelerator) -> dict:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the step's token-mean metrics."""
+    rank = accelerator.process_index
+    batches = [collate([train_set[int(i)] for i in micro[rank]]) for micro in window]
+    local_tokens = sum(int((shift_labels(b["labels"]) != IGNORE_INDEX).sum()) for b in batches)
+    global_tokens = accelerator.reduce(torch.tensor(float(local_tokens), device=accelerator.device), "sum").item()
+    # accelerate divides by grad_accum and DDP/DeepSpeed average over processes: undo both, so each token has
+    # weight 1/global_tokens whatever the split.
+    scale = accelerator.num_processes * cfg.train.grad_accum / max(global_tokens, 1.0)
+    totals = {"kd": 0.0, "ce": 0.0}
+    for batch in batches:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.accumulate(student):
+            sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator)
+            accelerator.backward(combined_loss(sums, cfg.train.kd_ratio) * scale)
+        for key in totals:
+            if key in sums:
+                totals[key] += sums[key].detach().float()
+    grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad) if cfg.optim.clip_grad else None
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    metrics = {f"train/{k}": accelerator.reduce(torch.as_tensor(v, device=accelerator.device).float(), "sum").item() / max(global_tokens, 1.0)
+               for k, v in totals.items() if objective is not None or k == "ce"}
+    metrics["train/lr"] = scheduler.get_last_lr()[0]
+    metrics["train/tokens"] = global_tokens
+    if grad_norm is not None:
+        metrics["train/grad_norm"] = float(grad_norm)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(student, models, objective, val_set, collate, cfg, accelerator) -> dict:
+    """Token-mean distillation loss and CE on the validation split (+ ROUGE-L of generations if asked)."""
+    was_training = student.training
+    student.eval()
+    totals = torch.zeros(3, device=accelerator.device)  # kd, ce, tokens
+    rank, world, size = accelerator.process_index, accelerator.num_processes, cfg.train.batch_size
+    starts = list(range(rank * size, len(val_set), world * size))[: cfg.train.eval_batches or None]
+    for start in starts:
+        batch = collate([val_set[i] for i in range(start, min(start + size, len(val_set)))])
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator)
+        totals += torch.stack([sums.get("kd", torch.zeros(())).float().to(totals.device), sums["ce"].float(), sums["tokens"].float()])
+    kd, ce, tokens = accelerator.reduce(totals, "sum").tolist()
+    metrics = {"val/ce": ce / max(tokens, 1.0)}
+    if objective is not None:
+        metrics["val/kd"] = kd / max(tokens, 1.0)
+    metrics["val/loss"] = metrics.get("val/kd", metrics["val/ce"])
+    if cfg.train.eval_generate and accelerator.is_main_process:
+        metrics.update(generation_metrics(accelerator.unwrap_model(student), models.tokenizer, val_set, cfg))
+    student.train(was_training)
+    return metrics
+
+
+def generation_metrics(model, tokenizer, val_set, cfg: DictConfig) -> dict:
+    from csd.generation import generate
+    from csd.metrics import compute_metric
+
+    examples = val_set.examples[: cfg.train.eval_generate]
+    with torch.random.fork_rng(devices=[]):  # sampling must not shift the training RNG stream
+        predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
+                               do_sample=cfg.data.do_sample, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
+                               max_prompt_length=cfg.train.max_prompt_length, progress=False)
+    return {f"val/{k}": v for k, v in compute_metric(cfg.data.metric, predictions, examples).items()}
+
+
+def is_due(every, step: int, end_of_epoch: bool) -> bool:
+    if every is None:
+        return False
+    return end_of_epoch if every == "epoch" else step % int(every) == 0
+
+
+def latest_checkpoint(output_dir: Path) -> Optional[Path]:
+    """The newest complete checkpoint (its state file is written last)."""
+    complete = [p.parent for p in (output_dir / "checkpoints").glob(f"step_*/{STATE_FILE}")]
+    return max(complete, key=lambda p: int(p.name.split("_")[1]), default=None)
+
+
+def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int) -> None:
+    path = output_dir / "checkpoints" / f"step_{state.global_step:07d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state)))
+        older = sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]
+        for old in older:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def save_model(accelerator, student, tokenizer, path: Path) -> None:
+    """A from_pretrained-loadable model (LoRA students: the adapter) plus the tokenizer."""
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(student)
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(student).save_pretrained(str(path), state_dict=state_dict)
+        tokenizer.save_pretrained(str(path))
+    accelerator.wait_for_everyone()
+
+
+def make_accelerator(cfg: DictConfig):
+    from accelerate import Accelerator
+
+    kwargs = {"gradient_accumulation_steps": cfg.train.grad_accum}
+    if cfg.train.mixed_precision is not None:
+        kwargs["mixed_precision"] = cfg.train.mixed_precision
+    accelerator = Accelerator(**kwargs)
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:  # DeepSpeed clips inside its engine; take the value from our config
+        plugin.deepspeed_config["gradient_clipping"] = cfg.optim.clip_grad
+    return accelerator
+
+
+def prepare_teacher(accelerator, teacher):
+    """The frozen teacher on the device; under ZeRO-3 sharded by its own inference-only DeepSpeed engine."""
+    if teacher is None:
+        return None
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None or plugin.zero_stage != 3:
+        return teacher.to(accelerator.device)
+    import deepspeed
+
+    config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}, "bf16": {"enabled": accelerator.mixed_precision == "bf16"},
+              "fp16": {"enabled": accelerator.mixed_precision == "fp16"}}
+    engine, *_ = deepspeed.initialize(model=teacher, config=config)
+    engine.eval()
+    return engine
+
+
+def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
+    """Train as ``cfg`` says; returns the summary also written to ``<output_dir>/metrics.json``."""
+    from accelerate.utils import set_seed
+
+    validate_train_config(cfg)
+    started = time.time()
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg.train.seed)
+    distil = distillation_enabled(cfg)
+    if distil and cfg.loss.get("fused", False) and cfg.train.kd_ratio < 1.0:
+        raise ValueError("loss.fused=true computes no logits, so it needs train.kd_ratio=1.0 (no cross-entropy term)")
+    models = models or build_models(cfg)
+    objective = get_loss(cfg.loss.name, **loss_kwargs(cfg.loss)) if distil else None
+    if distil and models.vocab is None:
+        models.vocab = len(models.tokenizer)
+    if cfg.train.gradient_checkpointing:
+        models.student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    data_args = (models.tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
+    train_set = build_dataset(cfg.data, "train", *data_args)
+    val_set = build_dataset(cfg.data, "validation", *data_args)
+    collate = TrainCollator(pad_token_id_of(models.tokenizer))
+    steps_per_epoch = len(optimizer_windows(len(train_set), cfg, accelerator.num_processes, 0))
+    if steps_per_epoch == 0:
+        raise ValueError(f"the train split has {len(train_set)} examples, fewer than one optimizer step takes "
+                         f"(train.batch_size × processes × train.grad_accum); lower train.batch_size")
+    total_steps = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
+
+    optimizer = build_optimizer(models.student, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    student, optimizer = accelerator.prepare(models.student, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step
+    models.teacher = prepare_teacher(accelerator, models.teacher)
+
+    state = TrainState()
+    resume_from = latest_checkpoint(output_dir) if cfg.train.resume == "auto" else cfg.train.resume
+    if resume_from:
+        accelerator.load_state(str(resume_from))
+        state = TrainState(**json.loads((Path(resume_from) / STATE_FILE).read_text()))
+        log.info("resumed from %s at step %d", resume_from, state.global_step)
+    logger = RunLogger(cfg, output_dir, total_steps, state.global_step, accelerator.is_main_process)
+    tokens_seen, tick = 0.0, time.time()
+    stopping = False
+    student.train()
+    while state.global_step < total_steps:
+        windows = optimizer_windows(len(train_set), cfg, accelerator.num_processes, state.epoch)
+        for window in windows[state.step_in_epoch:]:
+            metrics = train_step(window, train_set, collate, student, models, objective, optimizer, scheduler, cfg, accelerator)
+            state.global_step += 1
+            state.step_in_epoch += 1
+            tokens_seen += metrics.pop("train/tokens")
+            metrics["train/epoch"] = state.epoch + state.step_in_epoch / len(windows)
+            if state.global_step % cfg.train.log_every == 0:
+                metrics["train/tokens_per_s"] = tokens_seen / max(time.time() - tick, 1e-9)
+                tokens_seen, tick = 0.0, time.time()
+            state.history.append({"step": state.global_step, **metrics})
+            logger.log(metrics, state.global_step)
+            end_of_epoch = state.step_in_epoch == len(windows)
+            finished = state.global_step >= total_steps
+            if is_due(cfg.train.eval_every, state.global_step, end_of_epoch) or (finished and cfg.train.eval_every is not None):
+                evaluation = evaluate(student, models, objective, val_set, collate, cfg, accelerator)
+                state.evaluations.append({"step": state.global_step, **evaluation})
+                logger.log(evaluation, state.global_step, advance=False)
+                value = evaluation.get(cfg.train.best_metric)
+                higher_better = not cfg.train.best_metric.endswith(("loss", "ce", "kd"))
+                if value is not None and (state.best_value is None or (value > state.best_value if higher_better else value < state.best_value)):
+                    state.best_value = value
+                    save_model(accelerator, student, models.tokenizer, output_dir / "best")
+            if end_of_epoch:
+                state.epoch += 1
+                state.step_in_epoch = 0
+            stopping = cfg.train.stop_after_steps is not None and state.global_step >= cfg.train.stop_after_steps
+            if is_due(cfg.train.save_every, state.global_step, end_of_epoch) or stopping:
+                save_checkpoint(accelerator, output_dir, state, cfg.train.keep_checkpoints)
+            if finished or stopping:
+                break
+        if stopping:
+            logger.close()
+            log.warning("stopped after step %d as train.stop_after_steps asks; resume with train.resume=auto", state.global_step)
+            return {"stopped_at": state.global_step}
+
+    if cfg.train.save_final_model:
+        save_model(accelerator, student, models.tokenizer, output_dir / "final")
+    summary = {
+        "experiment": cfg.experiment_name, "run": cfg.run_name, "loss": cfg.loss.name, "steps": state.global_step,
+        "train": state.history[-1] if state.history else {}, "val": state.evaluations[-1] if state.evaluations else {},
+        "best": {cfg.train.best_metric: state.best_value}, "history": state.history, "evaluations": state.evaluations,
+        "wall_s": time.time() - started,
+    }
+    logger.write_metrics(summary)
+    logger.close()
+    return summary
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> Optional[float]:
+    summary = run(cfg)
+    value = summary.get("val", {}).get(cfg.train.best_metric)
+    return None if value is None or math.isnan(value) else value
+
+
+if __name__ == "__main__":
+    main()
