@@ -119,10 +119,23 @@ def combined_loss(sums: dict, kd_ratio: float) -> torch.Tensor:
     return (1.0 - kd_ratio) * sums["ce"] + kd_ratio * sums["kd"]
 
 
-def train_step(window, train_set, collate, student, models, objective, optimizer, scheduler, cfg, accelerator) -> dict:
+class ReferenceBatches:
+    """Off-policy distillation: micro-batches of the data set's reference responses.
+
+    A batch source maps this process's example indices of one micro-batch to a right-padded training batch
+    ``{input_ids, attention_mask, labels}``; on-policy sources (student samples, replay buffer) plug in here."""
+
+    def __init__(self, train_set, collate):
+        self.train_set, self.collate = train_set, collate
+
+    def __call__(self, indices: torch.Tensor, student) -> dict:
+        return self.collate([self.train_set[int(i)] for i in indices])
+
+
+def train_step(window, batch_source, student, models, objective, optimizer, scheduler, cfg, accelerator) -> dict:
     """One optimizer step over ``grad_accum`` micro-batches; returns the step's token-mean metrics."""
     rank = accelerator.process_index
-    batches = [collate([train_set[int(i)] for i in micro[rank]]) for micro in window]
+    batches = [batch_source(micro[rank], student) for micro in window]
     local_tokens = sum(int((shift_labels(b["labels"]) != IGNORE_INDEX).sum()) for b in batches)
     global_tokens = accelerator.reduce(torch.tensor(float(local_tokens), device=accelerator.device), "sum").item()
     # accelerate divides by grad_accum and DDP/DeepSpeed average over processes: undo both, so each token has
@@ -290,6 +303,7 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
         accelerator.load_state(str(resume_from))
         state = TrainState(**json.loads((Path(resume_from) / STATE_FILE).read_text()))
         log.info("resumed from %s at step %d", resume_from, state.global_step)
+    batch_source = ReferenceBatches(train_set, collate)
     logger = RunLogger(cfg, output_dir, total_steps, state.global_step, accelerator.is_main_process)
     tokens_seen, tick = 0.0, time.time()
     stopping = False
@@ -297,7 +311,7 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     while state.global_step < total_steps:
         windows = optimizer_windows(len(train_set), cfg, accelerator.num_processes, state.epoch)
         for window in windows[state.step_in_epoch:]:
-            metrics = train_step(window, train_set, collate, student, models, objective, optimizer, scheduler, cfg, accelerator)
+            metrics = train_step(window, batch_source, student, models, objective, optimizer, scheduler, cfg, accelerator)
             state.global_step += 1
             state.step_in_epoch += 1
             tokens_seen += metrics.pop("train/tokens")
