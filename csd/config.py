@@ -77,6 +77,9 @@ def validate_train_config(cfg: DictConfig) -> None:
         unknown = sorted(set(cfg.loss) - allowed)
         if unknown:
             raise ValueError(f"loss.{unknown[0]} is not an option of loss {cfg.loss.name!r}; allowed: {', '.join(sorted(allowed))}")
+        from csd.losses import get_loss
+
+        get_loss(cfg.loss.name, **loss_kwargs(cfg.loss))  # checks the option values (e.g. loss.weighting)
     for key in ("optim.lr", "train.batch_size", "train.grad_accum", "train.epochs", "train.max_length", "train.max_prompt_length"):
         _positive(cfg, key)
     _positive(cfg, "train.max_steps", optional=True)

@@ -5,6 +5,8 @@ The story, top to bottom: build models and data, then for each optimizer step dr
 weight every target token equally across micro-batches and processes, step, log, evaluate, checkpoint.
 
     loss = (1 − kd_ratio)·CE + kd_ratio·distillation,   both as Σ per-token loss ÷ global number of target tokens
+         + lm_coef·CE on a pretraining corpus (train.lm_data), Σ ÷ that corpus batch's own global token count
+Where micro-batches come from (references, student samples, chat pairs) is the `onpolicy` group (csd/onpolicy).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from csd.logger import RunLogger
 from csd.losses import IGNORE_INDEX, get_loss
 from csd.losses.fused import fused_linear_loss_with
 from csd.models import base_causal_lm, hidden_states_before_head, load_model, load_tokenizer, shared_vocab_size
+from csd.onpolicy import build_batch_source, build_lm_batches
 from csd.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -132,21 +135,42 @@ class ReferenceBatches:
         return self.collate([self.train_set[int(i)] for i in indices])
 
 
-def train_step(window, batch_source, student, models, objective, optimizer, scheduler, cfg, accelerator) -> dict:
+def lm_cross_entropy_sum(student, batch: dict) -> torch.Tensor:
+    """Σ CE over the target tokens of a pretraining-corpus batch (the lm_coef term)."""
+    logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), shift_labels(batch["labels"]).flatten(),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def global_token_count(batches: list, accelerator) -> float:
+    local = sum(int((shift_labels(b["labels"]) != IGNORE_INDEX).sum()) for b in batches)
+    return accelerator.reduce(torch.tensor(float(local), device=accelerator.device), "sum").item()
+
+
+def train_step(window, batch_source, student, models, objective, optimizer, scheduler, cfg, accelerator,
+               lm_batches=None) -> dict:
     """One optimizer step over ``grad_accum`` micro-batches; returns the step's token-mean metrics."""
     rank = accelerator.process_index
     batches = [batch_source(micro[rank], student) for micro in window]
-    local_tokens = sum(int((shift_labels(b["labels"]) != IGNORE_INDEX).sum()) for b in batches)
-    global_tokens = accelerator.reduce(torch.tensor(float(local_tokens), device=accelerator.device), "sum").item()
+    corpus = [lm_batches.next_batch() for _ in window] if lm_batches is not None else [None] * len(window)
+    global_tokens = global_token_count(batches, accelerator)
     # accelerate divides by grad_accum and DDP/DeepSpeed average over processes: undo both, so each token has
     # weight 1/global_tokens whatever the split.
     scale = accelerator.num_processes * cfg.train.grad_accum / max(global_tokens, 1.0)
-    totals = {"kd": 0.0, "ce": 0.0}
-    for batch in batches:
+    tokens = {"kd": global_tokens, "ce": global_tokens}
+    if lm_batches is not None:  # the corpus term is a token mean of its own, weighted by lm_coef
+        tokens["lm_ce"] = global_token_count(corpus, accelerator)
+        lm_scale = cfg.train.lm_coef * accelerator.num_processes * cfg.train.grad_accum / max(tokens["lm_ce"], 1.0)
+    totals = dict.fromkeys(tokens, 0.0)
+    for batch, corpus_batch in zip(batches, corpus):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.accumulate(student):
             sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator)
-            accelerator.backward(combined_loss(sums, cfg.train.kd_ratio) * scale)
+            loss = combined_loss(sums, cfg.train.kd_ratio) * scale
+            if corpus_batch is not None:  # one backward for both: DeepSpeed counts a micro-step per backward
+                sums["lm_ce"] = lm_cross_entropy_sum(student, {k: v.to(accelerator.device) for k, v in corpus_batch.items()})
+                loss = loss + lm_scale * sums["lm_ce"]
+            accelerator.backward(loss)
         for key in totals:
             if key in sums:
                 totals[key] += sums[key].detach().float()
@@ -154,8 +178,8 @@ def train_step(window, batch_source, student, models, objective, optimizer, sche
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    metrics = {f"train/{k}": accelerator.reduce(torch.as_tensor(v, device=accelerator.device).float(), "sum").item() / max(global_tokens, 1.0)
-               for k, v in totals.items() if objective is not None or k == "ce"}
+    metrics = {f"train/{k}": accelerator.reduce(torch.as_tensor(v, device=accelerator.device).float(), "sum").item() / max(tokens[k], 1.0)
+               for k, v in totals.items() if objective is not None or k != "kd"}
     metrics["train/lr"] = scheduler.get_last_lr()[0]
     metrics["train/tokens"] = global_tokens
     if grad_norm is not None:
@@ -297,13 +321,18 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     accelerator.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step
     models.teacher = prepare_teacher(accelerator, models.teacher)
 
+    batch_source = build_batch_source(cfg, ReferenceBatches(train_set, collate), models.tokenizer, accelerator)
+    lm_batches = build_lm_batches(cfg, models.tokenizer, accelerator)
+    for stateful in (batch_source, lm_batches):  # replay buffer, coins, corpus position: restored by train.resume
+        if hasattr(stateful, "state_dict"):
+            accelerator.register_for_checkpointing(stateful)
+
     state = TrainState()
     resume_from = latest_checkpoint(output_dir) if cfg.train.resume == "auto" else cfg.train.resume
     if resume_from:
         accelerator.load_state(str(resume_from))
         state = TrainState(**json.loads((Path(resume_from) / STATE_FILE).read_text()))
         log.info("resumed from %s at step %d", resume_from, state.global_step)
-    batch_source = ReferenceBatches(train_set, collate)
     logger = RunLogger(cfg, output_dir, total_steps, state.global_step, accelerator.is_main_process)
     tokens_seen, tick = 0.0, time.time()
     stopping = False
@@ -311,7 +340,8 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     while state.global_step < total_steps:
         windows = optimizer_windows(len(train_set), cfg, accelerator.num_processes, state.epoch)
         for window in windows[state.step_in_epoch:]:
-            metrics = train_step(window, batch_source, student, models, objective, optimizer, scheduler, cfg, accelerator)
+            metrics = train_step(window, batch_source, student, models, objective, optimizer, scheduler, cfg, accelerator,
+                                 lm_batches)
             state.global_step += 1
             state.step_in_epoch += 1
             tokens_seen += metrics.pop("train/tokens")
@@ -360,7 +390,10 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
-    summary = run(cfg)
+    try:
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError, ImportError) as error:  # bad config or input: one line, no traceback
+        raise SystemExit(f"csd.train: error: {error}") from None
     value = summary.get("val", {}).get(cfg.train.best_metric)
     return None if value is None or math.isnan(value) else value
 

@@ -1,0 +1,181 @@
+"""The trainer on tiny models: every objective trains, resume is exact, splitting a batch changes nothing,
+configs resolve, and bad input fails early with a message naming the problem."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from csd.losses import LOSSES
+from csd.train import run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _student_weights(output_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(output_dir / "final" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES) + ["sft"])
+def test_every_objective_trains(train_config, name):
+    cfg = train_config(f"loss={name}", "train.kd_ratio=0.0" if name == "sft" else "train.kd_ratio=1.0")
+    summary = run(cfg)
+    assert summary["steps"] == 2
+    key = "train/ce" if name == "sft" else "train/kd"
+    values = [row[key] for row in summary["history"]]
+    assert all(math.isfinite(v) for v in values)
+    if name != "sft":
+        assert values[0] > 0  # two different random models disagree
+    assert json.loads((Path(cfg.output_dir) / "metrics.json").read_text())["loss"] == name
+
+
+def test_distillation_reduces_the_objective(train_config):
+    summary = run(train_config("loss=csd", "train.max_steps=12", "optim.lr=3e-3", "optim.scheduler=constant",
+                               "train.eval_every=6"))
+    first, last = summary["evaluations"][0]["val/kd"], summary["evaluations"][-1]["val/kd"]
+    assert last < first
+
+
+def test_resume_reproduces_the_uninterrupted_run(train_config, tmp_path):
+    common = ("loss=csd", "train.max_steps=6", "train.save_final_model=true", "optim.lr=1e-3")
+    full = run(train_config(*common, f"output_root={tmp_path}/full"))
+    stopped = run(train_config(*common, f"output_root={tmp_path}/resumed", "train.stop_after_steps=3"))
+    assert stopped == {"stopped_at": 3}
+    resumed = run(train_config(*common, f"output_root={tmp_path}/resumed", "train.resume=auto"))
+    assert [r["step"] for r in resumed["history"]] == list(range(1, 7))
+    for a, b in zip(full["history"], resumed["history"]):
+        assert a["train/kd"] == pytest.approx(b["train/kd"], rel=1e-6, abs=1e-9)
+        assert a["train/lr"] == pytest.approx(b["train/lr"], rel=1e-9)
+    weights_full = _student_weights(tmp_path / "full" / "default" / "run")
+    weights_resumed = _student_weights(tmp_path / "resumed" / "default" / "run")
+    for name, tensor in weights_full.items():
+        torch.testing.assert_close(tensor, weights_resumed[name], rtol=1e-6, atol=1e-7)
+
+
+def test_gradient_accumulation_does_not_change_the_update(train_config, tiny_pair, tmp_path):
+    """Token-mean over the whole step: 1×4 and 2×2 (batch × accumulation) give the same weights."""
+    from safetensors.torch import load_file
+
+    common = ("loss=csd", "train.max_steps=1", "train.save_final_model=true", "optim.lr=1e-2")
+    run(train_config(*common, "train.batch_size=4", "train.grad_accum=1", f"output_root={tmp_path}/a"))
+    run(train_config(*common, "train.batch_size=2", "train.grad_accum=2", f"output_root={tmp_path}/b"))
+    a, b = (_student_weights(tmp_path / d / "default" / "run") for d in ("a", "b"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    initial = load_file(str(Path(tiny_pair[1]) / "model.safetensors"))
+    assert any(not torch.allclose(a[n], initial[n]) for n in a)  # the step did move the weights
+
+
+def test_fused_loss_matches_the_unfused_trainer(train_config, tmp_path):
+    plain = run(train_config("loss=csd", "loss.weighting=TS", f"output_root={tmp_path}/plain"))
+    fused = run(train_config("loss=csd", "loss.weighting=TS", "loss.fused=true", f"output_root={tmp_path}/fused"))
+    for a, b in zip(plain["history"], fused["history"]):
+        assert a["train/kd"] == pytest.approx(b["train/kd"], rel=1e-5)
+
+
+def test_lora_and_layer_cut_students_train(train_config, tiny_pair):
+    teacher, _ = tiny_pair
+    lora = run(train_config("model.student.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}"))
+    cut = run(train_config(f"model.student.name_or_path={teacher}", "model.student.keep_layers=[1]"))
+    assert lora["steps"] == cut["steps"] == 2
+    # The cut student starts from the teacher's last layer, embeddings and head: closer than a random model.
+    assert cut["history"][0]["train/kd"] < lora["history"][0]["train/kd"]
+
+
+def test_padded_teacher_head_is_compared_on_the_tokenizer_length(train_config, tmp_path):
+    from csd.testing import make_tiny_model, make_tiny_tokenizer
+
+    tokenizer = make_tiny_tokenizer(tmp_path / "padded")
+    make_tiny_model(tokenizer, layers=1, hidden=32, vocab_size=len(tokenizer) + 24).save_pretrained(tmp_path / "padded")
+    summary = run(train_config(f"model.teacher.name_or_path={tmp_path / 'padded'}"))
+    assert math.isfinite(summary["history"][-1]["train/kd"])
+
+
+def test_different_tokenizers_fail_before_training(train_config, tmp_path):
+    from csd.testing import make_tiny_model, make_tiny_tokenizer
+
+    tokenizer = make_tiny_tokenizer(tmp_path / "other", vocab_size=300)
+    make_tiny_model(tokenizer, layers=1, hidden=32).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="tokenizers differ"):
+        run(train_config(f"model.teacher.name_or_path={tmp_path / 'other'}"))
+    assert not (tmp_path / "default" / "run" / "metrics.json").exists()
+
+
+def test_missing_model_says_what_to_download(train_config):
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download no-such-org/no-such-model"):
+        run(train_config("model.student.name_or_path=no-such-org/no-such-model"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.name=foo", "loss.name='foo' is not allowed; choose one of: ab, csd"),
+    ("optim.scheduler=step", "optim.scheduler='step' is not allowed; choose one of: constant, linear, cosine"),
+    ("loss.weighting=XS", "two letters from U, S, T, M"),
+    ("train.kd_ratio=2", "train.kd_ratio=2"),
+])
+def test_bad_config_is_one_clear_line(override, message):
+    result = subprocess.run([sys.executable, "-m", "csd.train", "model=tiny", "model.teacher.name_or_path=x",
+                             "model.student.name_or_path=y", override], capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("csd.train: error:") and message in last, result.stderr[-2000:]
+
+
+def test_unknown_group_option_lists_the_choices():
+    result = subprocess.run([sys.executable, "-m", "csd.train", "loss=foo"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0 and "Available options in 'loss'" in result.stderr and "csd" in result.stderr
+
+
+REQUIRED_KEYS = ["model.teacher", "model.student", "loss.name", "loss.temperature", "loss.weighting", "optim.lr",
+                 "train.batch_size", "train.grad_accum", "train.epochs", "train.max_length", "train.max_prompt_length",
+                 "train.seed", "train.kd_ratio"]
+
+
+def test_cfg_job_prints_the_resolved_keys():
+    result = subprocess.run([sys.executable, "-m", "csd.train", "experiment=table1", "optim.lr=3e-4", "--cfg", "job", "--resolve"],
+                            capture_output=True, text=True, cwd=REPO, check=True)
+    cfg = yaml.safe_load(result.stdout)
+    for key in REQUIRED_KEYS:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+    assert cfg["optim"]["lr"] == 3e-4 and cfg["model"]["student"]["name_or_path"] == "gpt2"
+    assert cfg["train"]["epochs"] == 20 and cfg["train"]["seed"] == 10 and cfg["loss"]["weighting"] == "SS"
+
+
+def test_sweep_gives_each_run_its_own_directory(tiny_pair, tmp_path):
+    teacher, student = tiny_pair
+    subprocess.run([sys.executable, "-m", "csd.train", "-m", "model=tiny", f"model.teacher.name_or_path={teacher}",
+                    f"model.student.name_or_path={student}", "data=tiny", "train.batch_size=4", "train.max_steps=1",
+                    "train.max_length=96", "train.max_prompt_length=48", "train.eval_every=null", "train.save_every=null",
+                    "train.save_final_model=false", f"output_root={tmp_path}", "experiment_name=sweep",
+                    "loss.temperature=1.0,1.5"], capture_output=True, text=True, cwd=REPO, check=True,
+                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    runs = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(runs) == 2 and any("loss.temperature=1.5" in r for r in runs), runs
+    temperatures = {yaml.safe_load((tmp_path / "sweep" / r / "config.yaml").read_text())["loss"]["temperature"] for r in runs}
+    assert temperatures == {1.0, 1.5}
+
+
+def test_accelerate_launch_configs_parse():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    files = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+    assert len(files) >= 9
+    for path in files:
+        config = ClusterConfig.from_yaml_file(str(path))
+        gpus = int(path.stem.split("_")[-1].removesuffix("gpu"))
+        assert config.num_processes == gpus and config.mixed_precision == "bf16"
+        if path.stem.startswith("zero"):
+            assert config.distributed_type.value == "DEEPSPEED"
+            assert config.deepspeed_config["zero_stage"] == int(path.stem[4])
+            assert config.deepspeed_config["offload_param_device"] == ("cpu" if "offload" in path.stem else "none")
