@@ -30,7 +30,7 @@ from csd.logger import RunLogger
 from csd.losses import IGNORE_INDEX, get_loss
 from csd.losses.fused import fused_linear_loss_with
 from csd.models import base_causal_lm, hidden_states_before_head, load_model, load_tokenizer, shared_vocab_size
-from csd.onpolicy import build_batch_source, build_lm_batches
+from csd.onpolicy import build_batch_source, build_lm_batches, check_config as check_onpolicy_config
 from csd.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -294,6 +294,7 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg)
+    check_onpolicy_config(cfg, accelerator)
     set_seed(cfg.train.seed)
     distil = distillation_enabled(cfg)
     if distil and cfg.loss.get("fused", False) and cfg.train.kd_ratio < 1.0:

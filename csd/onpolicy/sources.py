@@ -1,0 +1,117 @@
+"""Batch sources beyond fixed references: ImitKD (replay buffer), GKD-style mixing, chat response pairs.
+
+A batch source is called once per micro-batch as ``source(indices, student)`` with this process's example
+indices and returns a right-padded ``{input_ids, attention_mask, labels}`` (labels −100 on prompt, padding
+and anything after a sampled EOS). ``references`` is the trainer's `ReferenceBatches` (the data set's
+responses); its ``train_set`` and ``collate`` are reused here.
+
+Coins (ImitKD's "sample a new batch?", GKD's "student or reference?") come from a `random.Random(train.seed)`
+per source, the same on every process, so all processes take the same branch at the same micro-batch.
+"""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from csd.onpolicy.buffer import ReplayBuffer
+from csd.onpolicy.sampling import StudentSampler
+
+
+def gather_per_process(local_state) -> list:
+    """[state of process 0, 1, ...] on every process.
+
+    accelerate writes registered custom states from the main process only; each process's buffer holds
+    its own samples, so all of them are gathered into the one file."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        states = [None] * dist.get_world_size()
+        dist.all_gather_object(states, local_state)
+        return states
+    return [local_state]
+
+
+def pick_own_state(states: list, process: int):
+    if len(states) <= process:
+        raise ValueError(f"the checkpoint holds on-policy state for {len(states)} process(es); resume with the same number")
+    return states[process]
+
+
+class ImitKDBatches:
+    """ImitKD as in DistiLLM's finetune loop (Table 2 of the paper: `--student-gen --mixed-alpha 1.0`).
+
+    Each micro-batch: with probability `mixed_alpha` the student samples responses for the micro-batch's
+    prompts, they are appended to the replay buffer, and the trained micro-batch is `len(indices)` rows drawn
+    from the buffer (which includes the new ones); otherwise the micro-batch is the references."""
+
+    def __init__(self, references, sampler: StudentSampler, buffer: ReplayBuffer, mixed_alpha: float, seed: int,
+                 process: int = 0):
+        self.references, self.sampler, self.buffer = references, sampler, buffer
+        self.mixed_alpha, self.process = float(mixed_alpha), process
+        self.coin = random.Random(seed)
+
+    def __call__(self, indices: torch.Tensor, student) -> dict:
+        if self.coin.random() < self.mixed_alpha:
+            self.buffer.add(self.sampler(indices, student))
+            return self.references.collate(self.buffer.sample(len(indices)))
+        return self.references(indices, student)
+
+    def state_dict(self) -> dict:
+        return {"coin": self.coin.getstate(), "sampler_calls": self.sampler.calls,
+                "buffers": gather_per_process(self.buffer.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.coin.setstate(state["coin"])
+        self.sampler.calls = state["sampler_calls"]
+        self.buffer.load_state_dict(pick_own_state(state["buffers"], self.process))
+
+
+class MixedStudentBatches:
+    """GKD-style mixing (Agarwal et al., 2024): with probability `student_ratio` (λ) the micro-batch is the
+    student's own samples for its prompts, otherwise the references. No buffer. λ = 0 is off-policy
+    distillation, λ = 1 purely on-policy; any distillation objective (CSD included) applies to either."""
+
+    def __init__(self, references, sampler: StudentSampler, student_ratio: float, seed: int):
+        self.references, self.sampler, self.student_ratio = references, sampler, float(student_ratio)
+        self.coin = random.Random(seed)
+
+    def __call__(self, indices: torch.Tensor, student) -> dict:
+        if self.coin.random() < self.student_ratio:
+            return self.references.collate(self.sampler(indices, student))
+        return self.references(indices, student)
+
+    def state_dict(self) -> dict:
+        return {"coin": self.coin.getstate(), "sampler_calls": self.sampler.calls}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.coin.setstate(state["coin"])
+        self.sampler.calls = state["sampler_calls"]
+
+
+class ChatPairBatches:
+    """General-chat distillation (Table 4): each prompt contributes two rows, [prompt; teacher response] and
+    [prompt; student response] (both pre-generated, scripts/generate_responses.py), so a micro-batch of B
+    prompts has 2B rows and the objective is applied to both responses 1:1.
+
+    Weighting, honestly: the trainer takes one token mean over all rows of the optimizer step,
+        L = (Σ_teacher-response tokens ℓ + Σ_student-response tokens ℓ) / (N_teacher + N_student),
+    while the authors' CSDTrainer averages per sequence and sums the two halves,
+        L_authors = mean_i [ mean_t∈teacher_i ℓ + mean_t∈student_i ℓ ].
+    The two agree up to a constant factor (2) when all responses have the same length; otherwise ours weights
+    every token equally, theirs every sequence equally (tokens of short responses count more), and the
+    teacher/student split is N_teacher : N_student instead of exactly 1:1. The factor 2 is a constant loss
+    scale: Adam(W) is invariant to it up to eps, but gradient clipping at a fixed norm engages at a different
+    point. Matching the authors exactly would need per-sequence normalisation in the trainer (not done)."""
+
+    def __init__(self, references, student_set):
+        teacher_set = references.train_set
+        if len(student_set) != len(teacher_set) or any(
+                t["prompt"] != s["prompt"] for t, s in zip(teacher_set.examples, student_set.examples)):
+            raise ValueError("teacher and student responses of the chat pairs do not line up prompt by prompt")
+        self.references, self.student_set = references, student_set
+
+    def __call__(self, indices: torch.Tensor, student) -> dict:
+        teacher_rows = [self.references.train_set[int(i)] for i in indices]
+        student_rows = [self.student_set[int(i)] for i in indices]
+        return self.references.collate(teacher_rows + student_rows)

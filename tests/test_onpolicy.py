@@ -1,0 +1,325 @@
+"""On-policy and chat batch sources (csd/onpolicy) and the pretraining-corpus term, on tiny offline models.
+
+Buffer and masking are checked against hand-written values; trainer runs are checked against runs that must
+coincide (mixing probability 0 = references, resumed = uninterrupted) and, for chat pairs, against a float64
+re-computation of CSD (S,S) = ½·Var_p(s − t) per token over both responses."""
+from __future__ import annotations
+
+import math
+import pickle
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from csd.config import compose
+from csd.losses import LOSSES
+from csd.onpolicy import PretrainingBatches, ReplayBuffer, StudentSampler
+from csd.onpolicy.pretraining import tokenised_corpus
+from csd.testing import make_tiny_model, make_tiny_tokenizer, save_tiny_checkpoint
+from csd.train import run
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+CPU = types.SimpleNamespace(unwrap_model=lambda model: model, device=torch.device("cpu"), process_index=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is ~100× faster than two on a busy 2-core machine (OpenMP spin-waits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """(teacher_dir, student_dir); the teacher's head has 8 padding rows beyond the shared tokenizer."""
+    root = tmp_path_factory.mktemp("onpolicy_models")
+    tokenizer = make_tiny_tokenizer(root / "teacher")
+    make_tiny_model(tokenizer, layers=2, hidden=48, seed=1, vocab_size=len(tokenizer) + 8).save_pretrained(root / "teacher")
+    student = save_tiny_checkpoint(root / "student", arch="llama", layers=1, hidden=32, seed=2)
+    return str(root / "teacher"), str(student)
+
+
+@pytest.fixture(scope="module")
+def corpus_config(tmp_path_factory):
+    cfg = yaml.safe_load((REPO / "configs" / "data" / "openwebtext.yaml").read_text())
+    cfg["path"] = str(FIXTURES / "openwebtext")
+    path = tmp_path_factory.mktemp("corpus") / "openwebtext_fixture.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def config(pair, out, *overrides):
+    teacher, student = pair
+    return compose(["model=tiny", f"model.teacher.name_or_path={teacher}", f"model.student.name_or_path={student}",
+                    "data=tiny", "train.batch_size=4", "train.max_steps=2", "train.max_length=96",
+                    "train.max_prompt_length=48", "train.eval_every=null", "train.save_every=null",
+                    "train.save_final_model=false", f"output_root={out}", "run_name=x", *overrides])
+
+
+# ---- replay buffer -------------------------------------------------------------------------------------------
+
+def rows(*first_ids):
+    return [{"input_ids": [i, i], "labels": [-100, i]} for i in first_ids]
+
+
+def test_buffer_keeps_the_newest_rows_up_to_capacity():
+    buffer = ReplayBuffer(capacity=3, seed=0)
+    buffer.add(rows(0, 1))
+    assert len(buffer) == 2
+    buffer.add(rows(2, 3, 4))
+    assert len(buffer) == 3 and [r["input_ids"][0] for r in buffer.rows] == [2, 3, 4]
+
+
+def test_buffer_samples_distinct_stored_rows_reproducibly():
+    def draws(seed):
+        buffer = ReplayBuffer(capacity=100, seed=seed)
+        buffer.add(rows(*range(20)))
+        return [[r["input_ids"][0] for r in buffer.sample(5)] for _ in range(4)]
+
+    first = draws(10)
+    assert all(len(set(d)) == 5 and set(d) <= set(range(20)) for d in first)
+    assert draws(10) == first and draws(11) != first
+    buffer = ReplayBuffer(capacity=100, seed=0)
+    buffer.add(rows(*range(6)))
+    assert sorted(r["input_ids"][0] for r in buffer.sample(50)) == list(range(6))  # asks more than stored: all once
+    counts = [0] * 6
+    for _ in range(3000):
+        counts[buffer.sample(1)[0]["input_ids"][0]] += 1
+    assert all(400 < c < 600 for c in counts)  # uniform: 500 each expected (seeded, so not flaky)
+    with pytest.raises(RuntimeError, match="empty"):
+        ReplayBuffer(capacity=2, seed=0).sample(1)
+
+
+def test_buffer_state_round_trip_continues_identically():
+    original = ReplayBuffer(capacity=8, seed=3)
+    original.add(rows(*range(12)))
+    original.sample(3)
+    restored = ReplayBuffer(capacity=8, seed=99)
+    restored.load_state_dict(pickle.loads(pickle.dumps(original.state_dict())))
+    for step in range(5):
+        original.add(rows(100 + step))
+        restored.add(rows(100 + step))
+        assert original.sample(4) == restored.sample(4)
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(capacity=4, seed=0).load_state_dict(original.state_dict())
+
+
+# ---- generated rows --------------------------------------------------------------------------------------------
+
+class ScriptedLM(torch.nn.Module):
+    """generate() appends fixed tokens, some after an EOS (HF keeps generating rows until all stop)."""
+
+    def __init__(self, continuation):
+        super().__init__()
+        self.continuation, self.modes = torch.tensor(continuation), []
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        self.modes.append(self.training)
+        assert generation_config.do_sample and generation_config.top_k == 0 and generation_config.top_p == 1.0
+        assert generation_config.max_new_tokens == 4
+        return torch.cat([input_ids, self.continuation[: input_ids.shape[0]]], dim=1)
+
+
+def test_generated_rows_mask_prompt_padding_and_tokens_after_eos():
+    tokenizer = make_tiny_tokenizer()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    train_set = [{"input_ids": [10, 11, 50], "labels": [-100, -100, 50], "prompt_length": 2},
+                 {"input_ids": [12, 51], "labels": [-100, 51], "prompt_length": 1}]
+    model = ScriptedLM([[20, eos, 21, 22], [23, 24, 25, 26]])
+    model.train()
+    sampler = StudentSampler(train_set, tokenizer, CPU, max_new_tokens=4, seed=10)
+    produced = sampler(torch.tensor([0, 1]), model)
+    assert model.modes == [False] and model.training  # sampled in eval mode, train mode restored
+    assert produced == [{"input_ids": [10, 11, 20, eos], "labels": [-100, -100, 20, eos]},   # 21, 22 after EOS: gone
+                        {"input_ids": [12, 23, 24, 25, 26], "labels": [-100, 23, 24, 25, 26]}]  # no EOS: all kept
+    from csd.data import TrainCollator
+
+    batch = TrainCollator(pad)(produced)
+    assert batch["input_ids"][0].tolist() == [10, 11, 20, eos, pad]
+    assert batch["labels"][0].tolist() == [-100, -100, 20, eos, -100]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    assert sampler.calls == 1
+
+
+def test_student_sampling_is_seeded_per_call_and_leaves_the_training_rng_alone():
+    tokenizer = make_tiny_tokenizer()
+    model = make_tiny_model(tokenizer, layers=1, hidden=32)
+    prompts = [tokenizer(text)["input_ids"] for text in ("Q: what is the capital of France?", "The quick brown fox")]
+    train_set = [{"input_ids": ids, "prompt_length": len(ids)} for ids in prompts]
+
+    def two_calls(seed):
+        sampler = StudentSampler(train_set, tokenizer, CPU, max_new_tokens=12, seed=seed)
+        return [sampler(torch.tensor([0, 1]), model) for _ in range(2)]
+
+    torch.manual_seed(0)
+    expected_stream = torch.rand(3)
+    torch.manual_seed(0)
+    first = two_calls(10)
+    assert torch.equal(torch.rand(3), expected_stream)  # sampling ran in a forked RNG
+    assert two_calls(10) == first and two_calls(20) != first and first[0] != first[1]
+    for row, example in zip(first[0], train_set):
+        prompt = example["input_ids"][: example["prompt_length"]]
+        assert row["input_ids"][: len(prompt)] == prompt and row["labels"][: len(prompt)] == [-100] * len(prompt)
+        assert row["labels"][len(prompt):] == row["input_ids"][len(prompt):] and len(row["input_ids"]) > len(prompt)
+
+
+# ---- pretraining corpus ------------------------------------------------------------------------------------------
+
+def test_corpus_is_documents_joined_by_eos_and_cut_into_chunks(corpus_config):
+    from csd.data import load_data_config
+
+    tokenizer = make_tiny_tokenizer()
+    texts = ["a cat sat", "the dog"]
+    expected = tokenizer(texts[0])["input_ids"] + [tokenizer.eos_token_id] + tokenizer(texts[1])["input_ids"] + [tokenizer.eos_token_id]
+    assert tokenised_corpus(iter(texts), tokenizer).tolist() == expected
+
+    def make(process):
+        return PretrainingBatches.from_config(load_data_config(corpus_config), tokenizer, chunk_length=16,
+                                              batch_size=2, seed=10, process=process, processes=2)
+
+    rank0, rank1 = make(0), make(1)
+    chunks = rank0.chunks.shape[0]
+    assert chunks >= 8 and rank0.chunks.shape[1] == 16
+    seen = []
+    for _ in range(chunks // 4):
+        a, b = rank0.next_batch(), rank1.next_batch()
+        assert torch.equal(a["labels"], a["input_ids"]) and a["attention_mask"].all()
+        seen += [tuple(r) for r in a["input_ids"].tolist()] + [tuple(r) for r in b["input_ids"].tolist()]
+    assert len(set(seen)) == len(seen)  # processes take disjoint chunks; no chunk twice within a pass
+    resumed = make(0)
+    resumed.load_state_dict(rank0.state_dict())
+    assert torch.equal(resumed.next_batch()["input_ids"], rank0.next_batch()["input_ids"])
+
+
+# ---- trainer runs ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("switch", ["onpolicy=imitkd onpolicy.mixed_alpha=0.0", "onpolicy=gkd onpolicy.student_ratio=0.0"])
+def test_probability_zero_is_the_reference_run(pair, tmp_path, switch):
+    reference = run(config(pair, tmp_path / "ref"))
+    mixed = run(config(pair, tmp_path / "mixed", *switch.split()))
+    assert [h["train/kd"] for h in mixed["history"]] == [h["train/kd"] for h in reference["history"]]
+    sampled = run(config(pair, tmp_path / "sampled", "onpolicy=gkd", "onpolicy.student_ratio=1.0",
+                         "onpolicy.max_new_tokens=8"))
+    assert sampled["history"][0]["train/kd"] != reference["history"][0]["train/kd"]
+
+
+def test_imitkd_with_corpus_term_resumes_exactly(pair, tmp_path, corpus_config):
+    common = ("onpolicy=imitkd", "onpolicy.max_new_tokens=8", f"train.lm_data={corpus_config}", "train.max_steps=3",
+              "optim.lr=1e-3", "optim.scheduler=constant")
+    full = run(config(pair, tmp_path / "full", *common))
+    assert run(config(pair, tmp_path / "resumed", *common, "train.stop_after_steps=1")) == {"stopped_at": 1}
+    checkpoint = next((tmp_path / "resumed").glob("default/x/checkpoints/step_*"))
+    imitkd_state = torch.load(checkpoint / "custom_checkpoint_1.pkl", weights_only=False)
+    assert len(imitkd_state["buffers"][0]["rows"]) == 4 and imitkd_state["sampler_calls"] == 1
+    assert torch.load(checkpoint / "custom_checkpoint_2.pkl", weights_only=False) == {"consumed": 4}
+    for row in imitkd_state["buffers"][0]["rows"]:
+        targets = [i for i, label in enumerate(row["labels"]) if label != -100]
+        assert targets and targets == list(range(targets[0], len(row["input_ids"])))  # prompt masked, rest targets
+        assert len(row["input_ids"]) - targets[0] <= 8
+    resumed = run(config(pair, tmp_path / "resumed", *common, "train.resume=auto"))
+    assert [h["step"] for h in resumed["history"]] == [1, 2, 3]
+    for a, b in zip(full["history"], resumed["history"]):
+        for key in ("train/kd", "train/ce", "train/lm_ce"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    assert all(math.isfinite(h["train/lm_ce"]) and h["train/lm_ce"] > 0 for h in full["history"])
+
+
+@pytest.mark.parametrize("onpolicy", ["imitkd", "chat_pairs"])
+@pytest.mark.parametrize("objective", sorted(LOSSES) + ["sft"])
+def test_one_step_with_every_objective(pair, tmp_path, onpolicy, objective):
+    extra = ["onpolicy.max_new_tokens=4"] if onpolicy == "imitkd" else chat_data()
+    cfg = config(pair, tmp_path, f"onpolicy={onpolicy}", f"loss={objective}", "train.max_steps=1", "train.batch_size=2",
+                 "train.kd_ratio=0.0" if objective == "sft" else "train.kd_ratio=1.0", *extra)
+    summary = run(cfg)
+    value = summary["history"][0]["train/ce" if objective == "sft" else "train/kd"]
+    assert summary["steps"] == 1 and math.isfinite(value)
+
+
+def chat_data():
+    return ["data=chat_pairs", f"data.path={FIXTURES / 'chat_pairs'}",
+            "+data.splits.validation=train.jsonl"]
+
+
+def test_chat_pairs_loss_is_the_token_mean_over_both_responses(pair, tmp_path):
+    """train/kd of the first step (before any update) = Σ over the teacher- and student-response tokens of
+    ½·Var_p(s − t) (p = student softmax, logits cut to the tokenizer length) ÷ their number."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from csd.data import encode_example, load_examples, response_end_ids
+
+    cfg = config(pair, tmp_path, "onpolicy=chat_pairs", "loss=csd", "train.max_steps=1", "train.batch_size=2", *chat_data())
+    summary = run(cfg)
+    teacher_dir, student_dir = pair
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float64).eval()
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float64).eval()
+    total, tokens, per_response = 0.0, 0, {}
+    for example in load_examples(cfg.data, "train", tokenizer):
+        for key in ("teacher_response", "student_response"):
+            encoded = encode_example(tokenizer, example["prompt"], example[key], 96, 48, end_ids=response_end_ids(tokenizer, "chat"))
+            ids = torch.tensor([encoded["input_ids"]])
+            with torch.no_grad():
+                d = (student(ids).logits - teacher(ids).logits[..., : len(tokenizer)])[0, :-1]
+                p = torch.softmax(student(ids).logits[0, :-1], dim=-1)
+            per_token = 0.5 * ((p * d**2).sum(-1) - (p * d).sum(-1) ** 2)
+            targets = torch.tensor(encoded["labels"][1:]) != -100
+            total += float(per_token[targets].sum())
+            tokens += int(targets.sum())
+            per_response[key] = per_response.get(key, 0) + int(targets.sum())
+    assert per_response["student_response"] > 0 and per_response["teacher_response"] > 0
+    assert summary["history"][0]["train/kd"] == pytest.approx(total / tokens, rel=1e-4)
+
+
+def test_corpus_term_is_lm_coef_times_its_own_token_mean(pair, tmp_path, corpus_config):
+    """Pre-clipping gradient norm of one step (2 micro-batches × 2 rows) = ‖∇(CE_mean(references) +
+    lm_coef·CE_mean(corpus chunks))‖, each mean over its own tokens, recomputed here in one piece."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from csd.data import TrainCollator, build_dataset, load_data_config
+    from csd.models import load_tokenizer
+    from csd.train import optimizer_windows
+
+    cfg = config(pair, tmp_path, "loss=sft", "train.kd_ratio=0.0", f"train.lm_data={corpus_config}", "train.lm_coef=0.5",
+                 "train.max_steps=1", "train.batch_size=2", "train.grad_accum=2")
+    step = run(cfg)["history"][0]
+    tokenizer = load_tokenizer(cfg.model.student)
+    student = AutoModelForCausalLM.from_pretrained(pair[1], dtype=torch.float32)
+    train_set = build_dataset(cfg.data, "train", tokenizer, 96, 48)
+    window = optimizer_windows(len(train_set), cfg, 1, 0)[0]
+    references = TrainCollator(tokenizer.pad_token_id)([train_set[int(i)] for i in window.flatten()])
+    corpus = PretrainingBatches.from_config(load_data_config(corpus_config), tokenizer, chunk_length=96, batch_size=4,
+                                            seed=cfg.train.seed).next_batch()
+
+    def ce_mean(batch):
+        logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+
+    corpus_ce = ce_mean(corpus)
+    (ce_mean(references) + 0.5 * corpus_ce).backward()
+    norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in student.parameters() if p.grad is not None))
+    assert step["train/lm_ce"] == pytest.approx(corpus_ce.detach().item(), rel=1e-5)
+    assert step["train/grad_norm"] == pytest.approx(norm, rel=1e-4)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("onpolicy.mixed_alpha=1.5", "onpolicy.mixed_alpha=1.5 must be a probability"),
+    ("onpolicy.buffer_capacity=2", "onpolicy.buffer_capacity=2 must hold at least one micro-batch"),
+    ("onpolicy.name=dagger", "onpolicy.name='dagger' is not allowed; choose one of: none, imitkd, gkd, chat_pairs"),
+    ("train.lm_data=no_such_corpus", "no data config"),
+])
+def test_bad_onpolicy_config_fails_before_loading_models(tmp_path, override, message):
+    cfg = config(("no/such-teacher", "no/such-student"), tmp_path, "onpolicy=imitkd", override)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(cfg)
+
+
+def test_chat_pairs_needs_pair_data(pair, tmp_path):
+    with pytest.raises(ValueError, match="onpolicy=chat_pairs needs teacher/student response pairs"):
+        run(config(pair, tmp_path, "onpolicy=chat_pairs"))
