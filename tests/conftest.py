@@ -8,6 +8,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
+# Tiny models are dominated by per-op overhead, which a second thread only adds to on a 2-core machine.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_pair(tmp_path_factory):
