@@ -10,6 +10,7 @@ Where micro-batches come from (references, student samples, chat pairs) is the `
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -92,13 +93,16 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
     sums = {"tokens": (targets != IGNORE_INDEX).sum()}
     if cfg.loss.get("fused", False) and objective is not None:
         unwrapped = accelerator.unwrap_model(student)
+        teacher_module = getattr(models.teacher, "module", models.teacher)  # a DeepSpeed engine under ZeRO-3
         hidden = hidden_states_before_head(student, unwrapped, inputs)
         with torch.no_grad(), accelerator.autocast():
-            teacher_hidden = hidden_states_before_head(models.teacher, models.teacher, inputs)
-        weight = base_causal_lm(unwrapped).get_output_embeddings().weight[: models.vocab]
-        teacher_weight = models.teacher.get_output_embeddings().weight[: models.vocab]
-        sums["kd"] = fused_linear_loss_with(objective, hidden.flatten(0, 1), weight, teacher_hidden.flatten(0, 1),
-                                            teacher_weight, targets.flatten(), reduction="sum")
+            teacher_hidden = hidden_states_before_head(models.teacher, teacher_module, inputs)
+        head = base_causal_lm(unwrapped).get_output_embeddings().weight
+        teacher_head = teacher_module.get_output_embeddings().weight
+        with gathered_under_zero3(accelerator, head, teacher_head):  # ZeRO-3 shards the heads: gather them
+            sums["kd"] = fused_linear_loss_with(objective, hidden.flatten(0, 1), head[: models.vocab],
+                                                teacher_hidden.flatten(0, 1), teacher_head[: models.vocab],
+                                                targets.flatten(), reduction="sum")
         sums["ce"] = torch.full((), float("nan"), device=targets.device)  # not computed: it needs the full logits
         return sums
     logits = student(**inputs, use_cache=False).logits
@@ -112,6 +116,15 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
             logits, teacher_logits = logits[..., :vocab], teacher_logits[..., :vocab]
         sums["kd"] = objective(logits, teacher_logits, targets, reduction="sum")
     return sums
+
+
+def gathered_under_zero3(accelerator, *parameters):
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None or plugin.zero_stage != 3:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(parameters), modifier_rank=None)
 
 
 def combined_loss(sums: dict, kd_ratio: float) -> torch.Tensor:
