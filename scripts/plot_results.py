@@ -1,0 +1,138 @@
+"""Figures as PNG from collected results (scripts/collect_results.py) or the mini reproduction's JSON.
+
+    python scripts/plot_results.py [--root outputs] [--out docs/results] [--mini docs/results/mini_table1.json]
+
+Writes whichever of these have data:
+    fig5a_temperature.png   ROUGE-L against the CSD temperature tau (rows csd_tau<tau> of fig5a_temperature),
+                            one line per eval set
+    fig3_weighting.png      ROUGE-L per weighting (rows csd_SS / csd_US / csd_TS of fig3_weighting), bars per eval set
+    fidelity_diversity_<table>.png  ROUGE-L (fidelity) against distinct-2 of the sampled answers (diversity), one point
+                            per row, averaged over eval sets
+    mini_table1.png         from --mini: ROUGE-L mean ± std per objective, and fidelity against distinct-2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collect_results import Collected, collect  # noqa: E402
+
+
+def temperature_curve(collected: Collected, path: Path, table: str = "fig5a_temperature") -> bool:
+    rows, sets, grid = collected.grid(table)
+    taus = {row: float(m[1]) for row in rows if (m := re.fullmatch(r"csd_tau([0-9.]+)", row))}
+    if not taus:
+        return False
+    order = sorted(taus, key=taus.get)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for eval_set in sets:
+        points = [(taus[r], grid[(r, eval_set)].mean) for r in order if (r, eval_set) in grid and grid[(r, eval_set)].mean is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=eval_set)
+    ax.set(xlabel="temperature τ of the CSD weights", ylabel="ROUGE-L", title="Figure 5(a): temperature")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def weighting_bars(collected: Collected, path: Path, table: str = "fig3_weighting") -> bool:
+    rows, sets, grid = collected.grid(table)
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(rows)
+    for k, row in enumerate(rows):
+        cells = [grid.get((row, s)) for s in sets]
+        ax.bar([i + k * width for i in range(len(sets))], [c.mean if c and c.mean is not None else 0 for c in cells],
+               width, yerr=[c.std or 0 if c else 0 for c in cells], label=row.removeprefix("csd_"), capsize=2)
+    ax.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(sets))], sets)
+    ax.set(ylabel="ROUGE-L", title="Figure 3: CSD weighting (a, b)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def fidelity_diversity(points: dict[str, tuple[float, float]], ax, title: str) -> None:
+    """points: row -> (distinct-2, ROUGE-L)."""
+    for row, (diversity, fidelity) in points.items():
+        ax.scatter(diversity, fidelity)
+        ax.annotate(row, (diversity, fidelity), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel="distinct-2 of sampled answers (diversity)", ylabel="ROUGE-L (fidelity)", title=title)
+
+
+def fidelity_diversity_of_table(collected: Collected, table: str, path: Path) -> bool:
+    rows, sets, grid = collected.grid(table)
+    points = {}
+    for row in rows:
+        cells = [grid[(row, s)] for s in sets if (row, s) in grid and grid[(row, s)].distinct_2 is not None]
+        if cells:
+            points[row] = (statistics.fmean(c.distinct_2 for c in cells), statistics.fmean(c.mean for c in cells))
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 4))
+    fidelity_diversity(points, ax, f"{table}: fidelity vs diversity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def mini_table1_figure(results_file: Path, path: Path) -> None:
+    """Left: ROUGE-L mean ± std over seeds per model; right: ROUGE-L against distinct-2."""
+    runs = json.loads(results_file.read_text())["runs"]
+    rows = list(dict.fromkeys(r["row"] for r in runs))
+    values = {row: [r["scores"] for r in runs if r["row"] == row] for row in rows}
+    mean = lambda row, key: statistics.fmean(s[key] for s in values[row])  # noqa: E731
+    std = lambda row, key: statistics.stdev([s[key] for s in values[row]]) if len(values[row]) > 1 else 0.0  # noqa: E731
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    colors = ["tab:gray" if row in ("teacher", "student_init") else "tab:red" if row == "csd" else "tab:blue" for row in rows]
+    left.bar(rows, [mean(r, "rougeL") for r in rows], yerr=[std(r, "rougeL") for r in rows], color=colors, capsize=3)
+    left.set(ylabel="ROUGE-L (%)", title=f"Mini Table 1 (CPU): mean ± std over {max(len(v) for v in values.values())} seeds")
+    left.tick_params(axis="x", rotation=45)
+    fidelity_diversity({r: (mean(r, "distinct_2"), mean(r, "rougeL")) for r in rows}, right, "fidelity vs diversity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("outputs"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--mini", type=Path, default=None, help="docs/results/mini_table1.json")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if args.mini:
+        mini_table1_figure(args.mini, args.out / "mini_table1.png")
+        written.append(args.out / "mini_table1.png")
+    if args.root.exists():
+        collected = collect(args.root)
+        if temperature_curve(collected, args.out / "fig5a_temperature.png"):
+            written.append(args.out / "fig5a_temperature.png")
+        if weighting_bars(collected, args.out / "fig3_weighting.png"):
+            written.append(args.out / "fig3_weighting.png")
+        for table in collected.tables():
+            if table != "mini_table1" and fidelity_diversity_of_table(collected, table, args.out / f"fidelity_diversity_{table}.png"):
+                written.append(args.out / f"fidelity_diversity_{table}.png")
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()
