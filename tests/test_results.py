@@ -1,0 +1,114 @@
+"""scripts/collect_results.py on hand-made metrics.json files, distinct-n by hand, data/paper_results.yaml."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+from collect_results import collect, distinct_n, main  # noqa: E402
+
+
+def test_distinct_n_by_hand():
+    texts = ["the cat the cat", "The dog", ""]
+    # unigrams: the cat the cat the dog -> 6 tokens, {the, cat, dog} 3 unique
+    assert distinct_n(texts, 1) == pytest.approx(3 / 6)
+    # bigrams: (the cat)(cat the)(the cat) + (the dog) -> 4, unique 3
+    assert distinct_n(texts, 2) == pytest.approx(3 / 4)
+    assert distinct_n(["one"], 2) == 0.0 and distinct_n([], 1) == 0.0
+
+
+def write_eval(run_dir: Path, results: dict) -> None:
+    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    (run_dir / "eval" / "metrics.json").write_text(json.dumps({"results": results}))
+
+
+def rouge_result(mean: float, std: float, seeds=(10, 20)) -> dict:
+    return {"metric": "rougeL", "seeds": list(seeds), "mean": {"rougeL": mean, "exact_match": 0.0},
+            "std": {"rougeL": std, "exact_match": 0.0}}
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    root = tmp_path / "outputs"
+    for row, dolly, vicuna in (("fkl", 20.0, 15.0), ("csd", 25.0, 16.5)):
+        run = root / "table1" / row
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"experiment": "table1", "run": row, "loss": row,
+                                                      "best": {"val/rougeL": 1.0}}))
+        write_eval(run, {"dolly": rouge_result(dolly, 0.5), "vicuna": rouge_result(vicuna, 0.25)})
+    # answers for distinct-n: two seeds
+    for seed, text in ((10, "a b a b"), (20, "a b c d")):
+        path = root / "table1" / "csd" / "eval" / "dolly" / f"seed{seed}" / "answers.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"index": 0, "text": text}) + "\n")
+    # a training-only run (no evaluation): its best value is shown
+    only = root / "table3" / "gsm8k"
+    only.mkdir(parents=True)
+    (only / "metrics.json").write_text(json.dumps({"loss": "csd", "best": {"val/loss": 0.75}}))
+    write_eval(root / "table3" / "mt", {"translation": {"metric": "bleu", "seeds": [10], "mean": {"bleu": 9.0},
+                                                        "std": {"bleu": 0.0}}})
+    # training seeds of one row, merged: mean and sample std over seeds
+    for seed, value in ((10, 10.0), (20, 14.0), (30, 12.0)):
+        write_eval(root / "mini_table1" / f"tvd_seed{seed}", {"quickstart": rouge_result(value, 0.0, seeds=[seed])})
+    # Table 4: answer files only
+    write_eval(root / "table4" / "qwen", {"mt_bench": {"format": "fastchat_model_answer", "answer_file": "x"}})
+    reference = tmp_path / "paper.yaml"
+    reference.write_text(yaml.safe_dump({"tables": {"table1": {"cells": {"csd": {"dolly": 24.0}, "fkl": {"dolly": None}}},
+                                                    "table3": {"cells": {"mt": {"translation": 10.5}}}}}))
+    return root, reference
+
+
+def test_table_shape_reference_and_difference(outputs):
+    root, reference = outputs
+    collected = collect(root, reference=reference)
+    rows, sets, grid = collected.grid("table1")
+    assert sorted(rows) == ["csd", "fkl"] and sets == ["dolly", "vicuna"]
+    csd = grid[("csd", "dolly")]
+    assert (csd.mean, csd.std, csd.n, csd.paper, csd.diff) == (25.0, 0.5, 2, 24.0, pytest.approx(1.0))
+    assert grid[("fkl", "dolly")].paper is None and grid[("fkl", "dolly")].diff is None  # blank reference
+    assert grid[("csd", "vicuna")].paper is None
+    # distinct-2 of the answers: seed 10 "a b a b" -> 2/3, seed 20 "a b c d" -> 3/3; mean over seeds
+    assert csd.distinct_2 == pytest.approx((2 / 3 + 1) / 2)
+    assert csd.distinct_1 == pytest.approx((2 / 4 + 4 / 4) / 2)
+    mt = collected.grid("table3")[2][("mt", "translation")]
+    assert (mt.metric, mt.mean, mt.diff) == ("bleu", 9.0, pytest.approx(-1.5))
+    assert collected.grid("table3")[2][("gsm8k", "val/loss")].mean == 0.75
+
+
+def test_training_seeds_are_merged(outputs):
+    root, reference = outputs
+    cell = collect(root, tables=["mini_table1"], reference=reference).grid("mini_table1")[2][("tvd", "quickstart")]
+    assert (cell.mean, cell.n) == (12.0, 3)
+    assert cell.std == pytest.approx(2.0)  # sample std of 10, 14, 12
+
+
+def test_markdown_and_csv(outputs, tmp_path):
+    root, reference = outputs
+    collected = main(["--root", str(root), "--reference", str(reference), "--out", str(tmp_path / "res")])
+    markdown = (tmp_path / "res" / "results.md").read_text()
+    assert "| csd | 25.00 ± 0.50 [24.00, +1.00] | 16.50 ± 0.25 |" in markdown
+    assert "| fkl | 20.00 ± 0.50 | 15.00 ± 0.25 |" in markdown
+    assert "| qwen | answers written |" in markdown
+    assert "| tvd | 12.00 ± 2.00 |" in markdown
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "res" / "results.csv").read_text())))
+    assert len(rows) == len(collected.cells)
+    csd = next(r for r in rows if (r["table"], r["row"], r["eval_set"]) == ("table1", "csd", "dolly"))
+    assert (float(csd["mean"]), float(csd["paper"]), float(csd["diff"])) == (25.0, 24.0, 1.0)
+    fkl = next(r for r in rows if (r["table"], r["row"], r["eval_set"]) == ("table1", "fkl", "dolly"))
+    assert fkl["paper"] == "" and fkl["diff"] == ""
+
+
+def test_paper_results_file_places_only_unambiguous_numbers():
+    data = yaml.safe_load((REPO / "data" / "paper_results.yaml").read_text())
+    placed = [(t, r, s, v) for t, spec in data["tables"].items() for r, cells in (spec.get("cells") or {}).items()
+              for s, v in cells.items()]
+    assert placed == [("table3", "gsm8k", "gsm8k", 25.78)]
+    assert sorted(v["value"] for v in data["unplaced"]["values"]) == [7.85, 12.06, 24.6, 24.94, 25.88]
