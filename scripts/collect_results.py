@@ -188,8 +188,11 @@ def collect(root: Path | str, tables: Optional[Iterable[str]] = None,
     """Every run under <root>/<table>/<row>/ (training and/or eval metrics.json), seeds merged, paper values attached."""
     root, wanted = Path(root), set(tables) if tables else None
     run_dirs = {p.parent.parent if p.parent.name == "eval" else p.parent for p in root.glob("*/*/**/metrics.json")}
+    def launch_order(run_dir: Path) -> tuple:  # tables by name, rows in the order they ran (the script's order)
+        return run_dir.parent.name, min(p.stat().st_mtime_ns for p in run_dir.glob("**/metrics.json")), run_dir.name
+
     cells = []
-    for run_dir in sorted(run_dirs):
+    for run_dir in sorted(run_dirs, key=launch_order):
         if run_dir.parent.parent != root:  # only <root>/<table>/<row>
             continue
         table = run_dir.parent.name
