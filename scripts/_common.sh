@@ -4,7 +4,7 @@
 # Options of every table script (anything else is a Hydra override added to every run, e.g. logger=wandb):
 #   --dry-run        print each run's resolved training config (YAML documents joined by ---), load nothing
 #   --tiny           the whole table on tiny models + fixture data in a few minutes (writes under output_root)
-#   --only ROW       only the named row(s) (repeatable)
+#   --only ROW       only the named row(s) (repeatable); eval.<key>=<value> goes to csd.evaluate (eval.seeds=[10])
 # Environment: CSD_LAUNCH (default "python"; e.g. "accelerate launch --config_file configs/accelerate/zero3_bf16_4gpu.yaml")
 # prefixes "-m csd.train" in real runs; PYTHON picks the interpreter (default .venv/bin/python if present).
 set -euo pipefail
@@ -26,7 +26,7 @@ parse_args() {
     case "$1" in
       --dry-run|--tiny) MODE_ARGS+=("$1") ;;
       --only) MODE_ARGS+=(--only "$2"); shift ;;
-      -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) grep '^#' "$0" | tail -n +2 | sed 's/^# \{0,1\}//'; sed -n '4,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) USER_OVERRIDES+=("$1") ;;
     esac
     shift

@@ -9,7 +9,8 @@ Every run gets ``experiment_name=<table>`` (one W&B group per table; logger=wand
 ``run_name=<row>``, so its files are
     <output_root>/<table>/<row>/metrics.json        training summary (csd.train)
     <output_root>/<table>/<row>/eval/metrics.json   evaluation (csd.evaluate; answers under eval/<set>/...)
-Overrides apply in this order: the row's, then --tiny's, then the user's (last wins).
+Overrides apply in this order: the row's, then --tiny's, then the user's (last wins); a user override
+``eval.<key>=<value>`` goes to csd.evaluate instead (e.g. eval.seeds=[10] eval.backend=vllm).
 
 --dry-run   print each run's resolved training config as one YAML document (``---`` between), load nothing.
 --tiny      tiny random models (built once under <output_root>/tiny_models), the fixture data (tests/fixtures),
@@ -115,7 +116,8 @@ def dry_run(runs: list[Run], table: str, user: list[str], tiny: list[str] | None
     sys.stdout.write("---\n".join(documents))
 
 
-def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str], tiny_data: Path) -> None:
+def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str], tiny_data: Path,
+                   eval_user: list[str]) -> None:
     from csd.evaluate import run_evaluation
     from csd.train import run as train
 
@@ -125,18 +127,17 @@ def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str]
         train(cfg)
         if r.eval_sets:
             sets = [str(tiny_data / f"{name}.yaml") if (tiny_data / f"{name}.yaml").exists() else name for name in r.eval_sets]
-            evaluation = compose([*eval_overrides(r, Path(cfg.output_dir), sets, cfg.model.student), *TINY_EVAL],
+            evaluation = compose([*eval_overrides(r, Path(cfg.output_dir), sets, cfg.model.student), *TINY_EVAL,
+                                  *eval_user],
                                  config_name="evaluate")
             print(f"== {table}/{r.row}: evaluating on {', '.join(r.eval_sets)}", flush=True)
             run_evaluation(evaluation)
 
 
-def run_subprocesses(runs: list[Run], table: str, user: list[str]) -> None:
+def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str]) -> None:
     launch = shlex.split(os.environ.get("CSD_LAUNCH", "")) or [sys.executable]
-    eval_user = [o.split("=", 1)[1] for o in user if o.startswith("eval.")]  # eval.<key>=v -> csd.evaluate <key>=v
-    train_user = [o for o in user if not o.startswith("eval.")]
     for r in runs:
-        overrides = train_overrides(r, table, train_user, None)
+        overrides = train_overrides(r, table, user, None)
         cfg = compose(overrides)
         print(f"== {table}/{r.row}: {' '.join(launch)} -m csd.train {' '.join(overrides)}", flush=True)
         subprocess.run([*launch, "-m", "csd.train", *overrides], check=True)
@@ -162,20 +163,22 @@ def main(argv: list[str]) -> None:
         if unknown:
             raise SystemExit(f"run_table.py: error: no row {sorted(unknown)}; rows: {[r.row for r in runs]}")
         runs = [r for r in runs if r.row in args.only]
-    root = Path(output_root_of(args.overrides))
+    eval_user = [o.removeprefix("eval.") for o in args.overrides if o.startswith("eval.")]  # -> csd.evaluate
+    user = [o for o in args.overrides if not o.startswith("eval.")]
+    root = Path(output_root_of(user))
     tiny_data = root / "tiny_data"
     tiny = None
     if args.tiny:
         tiny = [o.format(root=root, tiny_data=tiny_data) for o in (*TINY_TRAIN, *args.tiny_override)]
     if args.dry_run:
-        dry_run(runs, args.table, args.overrides, tiny)
+        dry_run(runs, args.table, user, tiny)
         return
     if args.tiny:
         ensure_tiny_models(root)
         fixture_data_configs(tiny_data)
-        run_in_process(runs, args.table, args.overrides, tiny, tiny_data)
+        run_in_process(runs, args.table, user, tiny, tiny_data, eval_user)
     else:
-        run_subprocesses(runs, args.table, args.overrides)
+        run_subprocesses(runs, args.table, user, eval_user)
     from collect_results import collect
 
     print(collect(root, tables=[args.table]).markdown)
