@@ -29,29 +29,12 @@ DEFAULTS = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "ma
 
 
 def load_model_and_tokenizer(model_cfg, device: str = "auto"):
-    """csd.models.load_model / load_tokenizer when available, else plain transformers."""
-    try:
-        from csd.models import load_model, load_tokenizer
-    except ImportError:
-        load_model = load_tokenizer = None
-    if load_model is not None:
-        tokenizer, model = load_tokenizer(model_cfg), load_model(model_cfg)
-    else:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        source = model_cfg.get("tokenizer") or model_cfg["name_or_path"]
-        gguf = {"gguf_file": model_cfg["gguf_file"]} if model_cfg.get("gguf_file") else {}
-        tokenizer = AutoTokenizer.from_pretrained(source, **gguf)
-        dtype = model_cfg.get("dtype", "auto")
-        model = AutoModelForCausalLM.from_pretrained(
-            model_cfg["name_or_path"], dtype=dtype if dtype == "auto" else getattr(torch, dtype), **gguf)
-        if model_cfg.get("peft_path"):
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, model_cfg["peft_path"]).merge_and_unload()
+    """The model node (csd/models.py keys: name_or_path, gguf_file, tokenizer, dtype, peft_path) on `device`, eval mode."""
     import torch
 
+    from csd.models import load_model, load_tokenizer
+
+    tokenizer, model = load_tokenizer(model_cfg), load_model(model_cfg)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tokenizer

@@ -179,3 +179,9 @@ def test_accelerate_launch_configs_parse():
             assert config.distributed_type.value == "DEEPSPEED"
             assert config.deepspeed_config["zero_stage"] == int(path.stem[4])
             assert config.deepspeed_config["offload_param_device"] == ("cpu" if "offload" in path.stem else "none")
+
+
+def test_trains_without_importing_the_optional_extras(train_config):
+    """deepspeed and wandb are extras: a default run must neither need nor import them."""
+    run(train_config("train.max_steps=1"))
+    assert "deepspeed" not in sys.modules and "wandb" not in sys.modules
