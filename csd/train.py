@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from csd.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_model
 from csd.config import distillation_enabled, loss_kwargs, validate_train_config
 from csd.data import TrainCollator, build_dataset, pad_token_id_of
 from csd.logger import RunLogger
@@ -35,7 +35,6 @@ from csd.onpolicy import build_batch_source, build_lm_batches, check_config as c
 from csd.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
-STATE_FILE = "trainer_state.json"
 
 
 @dataclasses.dataclass
@@ -240,33 +239,6 @@ def is_due(every, step: int, end_of_epoch: bool) -> bool:
     if every is None:
         return False
     return end_of_epoch if every == "epoch" else step % int(every) == 0
-
-
-def latest_checkpoint(output_dir: Path) -> Optional[Path]:
-    """The newest complete checkpoint (its state file is written last)."""
-    complete = [p.parent for p in (output_dir / "checkpoints").glob(f"step_*/{STATE_FILE}")]
-    return max(complete, key=lambda p: int(p.name.split("_")[1]), default=None)
-
-
-def save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int) -> None:
-    path = output_dir / "checkpoints" / f"step_{state.global_step:07d}"
-    accelerator.save_state(str(path))
-    if accelerator.is_main_process:
-        (path / STATE_FILE).write_text(json.dumps(dataclasses.asdict(state)))
-        older = sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[:-keep]
-        for old in older:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def save_model(accelerator, student, tokenizer, path: Path) -> None:
-    """A from_pretrained-loadable model (LoRA students: the adapter) plus the tokenizer."""
-    accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(student)
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(student).save_pretrained(str(path), state_dict=state_dict)
-        tokenizer.save_pretrained(str(path))
-    accelerator.wait_for_everyone()
 
 
 def make_accelerator(cfg: DictConfig):
