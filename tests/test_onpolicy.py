@@ -243,7 +243,7 @@ def test_one_step_with_every_objective(pair, tmp_path, onpolicy, objective):
 
 def chat_data():
     return ["data=chat_pairs", f"data.path={FIXTURES / 'chat_pairs'}",
-            "+data.splits.validation=train.jsonl"]
+            "data.splits.validation=train.jsonl"]
 
 
 def test_chat_pairs_loss_is_the_token_mean_over_both_responses(pair, tmp_path):
