@@ -24,7 +24,9 @@ quickstart: $(STAMP)
 	$(PY) scripts/quickstart.py
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): the suite is missing" >&2; fi; \
+	exit $$status
 
 bench: $(STAMP)
 	$(PY) scripts/bench_losses.py

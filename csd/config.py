@@ -88,6 +88,12 @@ def validate_train_config(cfg: DictConfig) -> None:
     _choice(cfg, "logger.name", ["none", "wandb"])
     _every(cfg, "train.eval_every")
     _every(cfg, "train.save_every")
+    if cfg.train.keep_checkpoints < 1:
+        raise ValueError(f"train.keep_checkpoints={cfg.train.keep_checkpoints} must be at least 1")
+    generated = ("val/rougeL", "val/rouge1", "val/rouge2", "val/bleu", "val/accuracy", "val/exact_match")
+    if cfg.train.best_metric in generated and not cfg.train.eval_generate:
+        raise ValueError(f"train.best_metric={cfg.train.best_metric} comes from generated responses: set train.eval_generate "
+                         "to the number of validation prompts to generate, or use train.best_metric=val/loss")
     if not 0.0 <= cfg.train.kd_ratio <= 1.0:
         raise ValueError(f"train.kd_ratio={cfg.train.kd_ratio} must lie in [0, 1]")
     if cfg.train.max_prompt_length >= cfg.train.max_length:

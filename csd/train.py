@@ -187,12 +187,13 @@ def train_step(window, batch_source, student, models, objective, optimizer, sche
             if key in sums:
                 totals[key] += sums[key].detach().float()
     grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad) if cfg.optim.clip_grad else None
+    learning_rate = scheduler.get_last_lr()[0]  # the rate this step used
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     metrics = {f"train/{k}": accelerator.reduce(torch.as_tensor(v, device=accelerator.device).float(), "sum").item() / max(tokens[k], 1.0)
                for k, v in totals.items() if objective is not None or k != "kd"}
-    metrics["train/lr"] = scheduler.get_last_lr()[0]
+    metrics["train/lr"] = learning_rate
     metrics["train/tokens"] = global_tokens
     if grad_norm is not None:
         metrics["train/grad_norm"] = float(grad_norm)
@@ -206,9 +207,14 @@ def evaluate(student, models, objective, val_set, collate, cfg, accelerator) -> 
     student.eval()
     totals = torch.zeros(3, device=accelerator.device)  # kd, ce, tokens
     rank, world, size = accelerator.process_index, accelerator.num_processes, cfg.train.batch_size
-    starts = list(range(rank * size, len(val_set), world * size))[: cfg.train.eval_batches or None]
-    for start in starts:
-        batch = collate([val_set[i] for i in range(start, min(start + size, len(val_set)))])
+    # Every rank runs the same number of forward passes (DDP buffer syncs and ZeRO-3 gathers are collectives);
+    # a rank past the end reuses the first examples with every label ignored.
+    rounds = min(math.ceil(len(val_set) / (world * size)), cfg.train.eval_batches or math.inf)
+    for round_index in range(int(rounds)):
+        start = (round_index * world + rank) * size
+        batch = collate([val_set[i] for i in range(start, min(start + size, len(val_set)))] or [val_set[0]])
+        if start >= len(val_set):
+            batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator)
         totals += torch.stack([sums.get("kd", torch.zeros(())).float().to(totals.device), sums["ce"].float(), sums["tokens"].float()])
@@ -217,8 +223,13 @@ def evaluate(student, models, objective, val_set, collate, cfg, accelerator) -> 
     if objective is not None:
         metrics["val/kd"] = kd / max(tokens, 1.0)
     metrics["val/loss"] = metrics.get("val/kd", metrics["val/ce"])
-    if cfg.train.eval_generate and accelerator.is_main_process:
-        metrics.update(generation_metrics(accelerator.unwrap_model(student), models.tokenizer, val_set, cfg))
+    if cfg.train.eval_generate:
+        # Generated on the main process only; every rank needs the numbers to agree on the best checkpoint.
+        from accelerate.utils import broadcast_object_list
+
+        generated = [generation_metrics(accelerator.unwrap_model(student), models.tokenizer, val_set, cfg)
+                     if accelerator.is_main_process else None]
+        metrics.update(broadcast_object_list(generated, from_process=0)[0])
     student.train(was_training)
     return metrics
 
@@ -228,7 +239,8 @@ def generation_metrics(model, tokenizer, val_set, cfg: DictConfig) -> dict:
     from csd.metrics import compute_metric
 
     examples = val_set.examples[: cfg.train.eval_generate]
-    with torch.random.fork_rng(devices=[]):  # sampling must not shift the training RNG stream
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):  # sampling must not shift the training RNG stream
         predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
                                do_sample=cfg.data.do_sample, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
                                max_prompt_length=cfg.train.max_prompt_length, progress=False)
@@ -249,8 +261,12 @@ def make_accelerator(cfg: DictConfig):
         kwargs["mixed_precision"] = cfg.train.mixed_precision
     accelerator = Accelerator(**kwargs)
     plugin = accelerator.state.deepspeed_plugin
-    if plugin is not None:  # DeepSpeed clips inside its engine; take the value from our config
-        plugin.deepspeed_config["gradient_clipping"] = cfg.optim.clip_grad
+    if plugin is not None:
+        # DeepSpeed clips inside its engine: take the value from our config (0 = off). No dataloader is prepared,
+        # so its "auto" micro-batch size must be given here (rows per micro-batch: chat pairs give two per prompt).
+        plugin.deepspeed_config["gradient_clipping"] = cfg.optim.clip_grad or 0.0
+        rows = cfg.train.batch_size * (2 if cfg.onpolicy.name == "chat_pairs" else 1)
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = rows
     return accelerator
 
 
@@ -280,12 +296,21 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg)
     check_onpolicy_config(cfg, accelerator)
-    set_seed(cfg.train.seed)
+    plugin = accelerator.state.deepspeed_plugin
+    if cfg.train.eval_generate and accelerator.num_processes > 1 and plugin is not None and plugin.zero_stage == 3:
+        raise ValueError("train.eval_generate needs the whole student on one process, which ZeRO-3 with several "
+                         "processes does not have; set train.eval_generate=0 and score checkpoints with csd.evaluate")
+    set_seed(cfg.train.seed, device_specific=True)  # + process index: ranks draw different dropout masks
     distil = distillation_enabled(cfg)
     if distil and cfg.loss.get("fused", False) and cfg.train.kd_ratio < 1.0:
         raise ValueError("loss.fused=true computes no logits, so it needs train.kd_ratio=1.0 (no cross-entropy term)")
     models = models or build_models(cfg)
     objective = get_loss(cfg.loss.name, **loss_kwargs(cfg.loss)) if distil else None
+    if distil and cfg.loss.get("fused", False):
+        capped = [n for n, m in (("student", models.student), ("teacher", models.teacher))
+                  if getattr(getattr(m, "config", None), "final_logit_softcapping", None)]
+        if capped:  # the fused head computes hidden @ W.T only; these models transform their logits afterwards
+            raise ValueError(f"loss.fused=true cannot reproduce the final logit soft-capping of the {' and '.join(capped)}; use loss.fused=false")
     if distil and models.vocab is None:
         models.vocab = len(models.tokenizer)
     if cfg.train.gradient_checkpointing:

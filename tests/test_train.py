@@ -120,6 +120,8 @@ def test_missing_model_says_what_to_download(train_config):
     ("optim.scheduler=step", "optim.scheduler='step' is not allowed; choose one of: constant, linear, cosine"),
     ("loss.weighting=XS", "two letters from U, S, T, M"),
     ("train.kd_ratio=2", "train.kd_ratio=2"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints=0 must be at least 1"),
+    ("train.best_metric=val/rougeL", "set train.eval_generate"),
 ])
 def test_bad_config_is_one_clear_line(override, message):
     result = subprocess.run([sys.executable, "-m", "csd.train", "model=tiny", "model.teacher.name_or_path=x",
@@ -185,3 +187,28 @@ def test_trains_without_importing_the_optional_extras(train_config):
     """deepspeed and wandb are extras: a default run must neither need nor import them."""
     run(train_config("train.max_steps=1"))
     assert "deepspeed" not in sys.modules and "wandb" not in sys.modules
+
+
+def test_logged_learning_rate_is_the_one_the_step_used(train_config):
+    summary = run(train_config("optim.lr=1e-3", "optim.scheduler=linear", "train.max_steps=2"))
+    assert [row["train/lr"] for row in summary["history"]] == pytest.approx([1e-3, 5e-4])
+
+
+def test_validation_covers_every_example_once(train_config, tmp_path):
+    """Validation batches tile the split (the last one short); the token-mean is over all of them."""
+    from csd.data import TrainCollator, build_dataset, pad_token_id_of
+    from csd.losses import IGNORE_INDEX
+    from csd.train import build_models, evaluate, shift_labels
+    from accelerate import Accelerator
+
+    cfg = train_config("train.batch_size=5")
+    models = build_models(cfg)
+    val_set = build_dataset(cfg.data, "validation", models.tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
+    collate = TrainCollator(pad_token_id_of(models.tokenizer))
+    metrics = evaluate(models.student, models, None, val_set, collate, cfg, Accelerator(cpu=True))
+    whole = collate([val_set[i] for i in range(len(val_set))])
+    with torch.no_grad():
+        logits = models.student(input_ids=whole["input_ids"], attention_mask=whole["attention_mask"]).logits
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), shift_labels(whole["labels"]).flatten(),
+                                                 ignore_index=IGNORE_INDEX)
+    assert len(val_set) % 5 != 0 and metrics["val/ce"] == pytest.approx(expected.item(), rel=1e-5)
