@@ -18,8 +18,7 @@ from torch.utils.data import Dataset
 from csd.data.loading import load_examples
 from csd.data.prompts import chat_turn_end
 from csd.data.sources import as_plain_dict
-
-IGNORE_INDEX = -100
+from csd.losses.base import IGNORE_INDEX  # one definition for data and losses
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:
