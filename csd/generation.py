@@ -117,6 +117,19 @@ def eval_mode(model):
         model.train(was_training)
 
 
+@contextmanager
+def seeded_rng(seed: int | None, device: torch.device):
+    """Sample under ``torch.manual_seed(seed)`` in a forked RNG (CPU and ``device``'s CUDA generator), so that
+    generation is reproducible and leaves the caller's random stream (e.g. training dropout) untouched."""
+    if seed is None:
+        yield
+        return
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
 def cut_at_stop_strings(text: str, stop_strings: Sequence[str] | None) -> str:
     """Text before the earliest stop string (the stop string itself removed, as vLLM does)."""
     cut = len(text)
@@ -133,18 +146,16 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, d
              max_prompt_length: int | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
     """Responses (decoded, special tokens removed, cut at stop strings, stripped) in prompt order.
 
-    Prompts are sorted by length into batches to limit padding; `seed` seeds torch before
-    the first batch, so a run is reproducible for a fixed batch size."""
+    Prompts are sorted by length into batches to limit padding; `seed` seeds a forked RNG before
+    the first batch, so a run is reproducible for a fixed batch size and the global stream is untouched."""
     from tqdm.auto import tqdm
 
-    if seed is not None:
-        torch.manual_seed(seed)
     collator = PromptCollator(tokenizer, max_prompt_length)
     pad_id, eos_ids = pad_token_id_of(tokenizer), eos_token_ids(model, tokenizer)
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     outputs: list[str] = [""] * len(prompts)
-    with eval_mode(model):
+    with eval_mode(model), seeded_rng(seed, device):
         batches = range(0, len(order), batch_size)
         for start in tqdm(batches, desc=desc, disable=not progress, total=len(batches)):
             indices = order[start:start + batch_size]

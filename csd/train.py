@@ -239,11 +239,10 @@ def generation_metrics(model, tokenizer, val_set, cfg: DictConfig) -> dict:
     from csd.metrics import compute_metric
 
     examples = val_set.examples[: cfg.train.eval_generate]
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):  # sampling must not shift the training RNG stream
-        predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
-                               do_sample=cfg.data.do_sample, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
-                               max_prompt_length=cfg.train.max_prompt_length, progress=False)
+    # Seeded generation runs in a forked RNG: it does not shift the training random stream.
+    predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
+                           do_sample=cfg.data.do_sample, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
+                           max_prompt_length=cfg.train.max_prompt_length, progress=False)
     return {f"val/{k}": v for k, v in compute_metric(cfg.data.metric, predictions, examples).items()}
 
 

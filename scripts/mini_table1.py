@@ -32,6 +32,7 @@ from collect_results import distinct_n, format_mean_std  # noqa: E402
 
 from csd.config import compose  # noqa: E402
 from csd.data import load_examples  # noqa: E402
+from csd.evaluate import write_answers  # noqa: E402
 from csd.generation import generate  # noqa: E402
 from csd.metrics import compute_metric  # noqa: E402
 from csd.models import keep_layers, load_model, load_tokenizer  # noqa: E402
@@ -54,11 +55,7 @@ def sample_and_score(model, tokenizer, examples, cfg, seed: int) -> tuple[dict, 
 
 def write_eval_metrics(path: Path, name: str, seed: int, scores: dict, examples, predictions) -> None:
     """The same layout csd.evaluate writes, so scripts/collect_results.py reads both alike."""
-    path.mkdir(parents=True, exist_ok=True)
-    with (path / "answers.jsonl").open("w", encoding="utf-8") as f:
-        for index, (example, text) in enumerate(zip(examples, predictions)):
-            f.write(json.dumps({"index": index, "prompt": example["prompt"], "text": text,
-                                "references": example.get("references", [])}, ensure_ascii=False) + "\n")
+    write_answers(path / "answers.jsonl", examples, predictions)
     report = {"model": {"name_or_path": name}, "split": "test", "results": {"quickstart": {
         "metric": "rougeL", "n_examples": len(examples), "seeds": [seed], "mean": scores,
         "std": {k: 0.0 for k in scores}, "per_seed": {str(seed): scores}}}}

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from csd.data import PromptCollator, pad_token_id_of, response_end_ids
-from csd.generation import eos_token_ids, eval_mode, sample_batch, training_batch_from_samples
+from csd.generation import eos_token_ids, eval_mode, sample_batch, seeded_rng, training_batch_from_samples
 
 
 def sampling_seed(seed: int, call: int, process: int) -> int:
@@ -56,9 +56,7 @@ class StudentSampler:
         device = self.accelerator.device
         prompts = self.prompts([self.train_set[int(i)] for i in indices])
         input_ids, attention_mask = prompts["input_ids"].to(device), prompts["attention_mask"].to(device)
-        cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), eval_mode(model):
-            torch.manual_seed(sampling_seed(self.seed, self.calls, self.accelerator.process_index))
+        with seeded_rng(sampling_seed(self.seed, self.calls, self.accelerator.process_index), device), eval_mode(model):
             sequences, response_mask = sample_batch(
                 model, input_ids, attention_mask, max_new_tokens=self.max_new_tokens, do_sample=True,
                 temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, eos_token_id=self.stop_ids(model),
