@@ -21,7 +21,7 @@ RTOL = 1e-4
 
 WEIGHTINGS = ["SS", "US", "TS", "ST", "UU", "TT", "SU", "MM", "MS"]
 DLD_WEIGHTS = ["S", "T", "U"]
-DLD_NORMALIZATIONS = ["none", "mean", "min", "max", "std", "range"]
+DLD_NORMALIZATIONS = ["none", "no", "mean", "min", "max", "std", "range"]
 BASELINES = ["fkl", "rkl", "sym_kl", "jeffreys", "tvd", "js", "sfkl", "srkl", "ab"]
 
 
@@ -56,7 +56,9 @@ def ref_csd_rows(s, t, temperature=1.0, weighting="SS", mix_alpha=0.15):
 
 
 def _normalize_row(z, mode):
-    if mode == "none":
+    """Table 5 normalisations as the authors' release defines them, each row on its own:
+    std divides by the unbiased (V - 1) standard deviation plus 1e-9; range maps onto [-1, 1]."""
+    if mode in ("none", "no"):
         return z
     if mode == "mean":
         return z - z.mean(-1, keepdim=True)
@@ -66,12 +68,12 @@ def _normalize_row(z, mode):
         return z - z.max(-1, keepdim=True).values
     if mode == "std":
         centred = z - z.mean(-1, keepdim=True)
-        population_std = (centred**2).mean(-1, keepdim=True).sqrt()
-        return centred / population_std
+        unbiased_std = ((centred**2).sum(-1, keepdim=True) / (z.shape[-1] - 1)).sqrt()
+        return centred / (unbiased_std + 1e-9)
     if mode == "range":
         low = z.min(-1, keepdim=True).values
         high = z.max(-1, keepdim=True).values
-        return (z - low) / (high - low)
+        return 2 * (z - low) / (high - low + 1e-9) - 1
     raise AssertionError(mode)
 
 
@@ -264,6 +266,26 @@ def test_csd_ss_is_half_variance_with_official_surrogate_gradient(temperature):
 @pytest.mark.parametrize("weight", DLD_WEIGHTS)
 def test_dld_matches_definition(weight, normalize):
     check_against_reference("dld", weight=weight, normalize=normalize)
+
+
+def test_reference_normalisations_by_hand():
+    """Guards the reference on one row z = (0, 1, 5): mean 2, unbiased std sqrt(7) (population: sqrt(14/3))."""
+    z = torch.tensor([[0.0, 1.0, 5.0]], dtype=torch.float64)
+    expected = {
+        "range": [-1.0, -0.6, 1.0],
+        "std": [-2 / math.sqrt(7), -1 / math.sqrt(7), 3 / math.sqrt(7)],
+        "min": [0.0, 1.0, 5.0],
+        "max": [-5.0, -4.0, 0.0],
+        "mean": [-2.0, -1.0, 3.0],
+    }
+    for mode, row in expected.items():
+        assert_rel_close(_normalize_row(z, mode), torch.tensor([row], dtype=torch.float64), rtol=1e-8, what=mode)
+
+
+def test_dld_no_is_an_alias_of_none():
+    student, teacher, labels = make_batch(seed=5)
+    assert_rel_close(library("dld", student, teacher, labels, normalize="no")[0],
+                     library("dld", student, teacher, labels, normalize="none")[0], rtol=0, what="no vs none")
 
 
 @pytest.mark.parametrize("weight", ["S", "T"])

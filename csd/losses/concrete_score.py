@@ -15,7 +15,10 @@ WEIGHT_LETTERS = {
     "T": "softmax(teacher / temperature)",
     "M": "mix_alpha * T + (1 - mix_alpha) * S",
 }
-NORMALIZATIONS = ("none", "mean", "min", "max", "std", "range")
+# "no" is the release's spelling of "none" (its own "none" default is an error: a normalisation must be named).
+NORMALIZATIONS = ("none", "no", "mean", "min", "max", "std", "range")
+# The release's stabiliser, added to the denominators of `std` and `range` (not a clamp).
+NORMALIZE_EPS = 1e-9
 
 
 def masked_softmax(logits: Tensor, valid: Optional[Tensor]) -> Tensor:
@@ -100,8 +103,13 @@ class CSD(Objective):
 
 
 def normalize_logits(z: Tensor, how: str, valid: Optional[Tensor]) -> Tensor:
-    """Per-row normalisation of Table 5 over the valid vocabulary entries (gradient flows through it)."""
-    if how == "none":
+    """Per-row normalisation of Table 5 over the valid vocabulary entries (gradient flows through it).
+
+    As in the release, each row of student and of teacher logits is normalised on its own:
+    mean z − z̄; min z − min z; max z − max z; std (z − z̄)/(σ + 1e-9) with the unbiased σ (torch.std's
+    default, divisor V − 1); range 2·(z − min z)/(max z − min z + 1e-9) − 1, onto [−1, 1].
+    """
+    if how in ("none", "no"):
         return z
     if valid is None:
         valid = torch.ones_like(z, dtype=torch.bool)
@@ -115,10 +123,10 @@ def normalize_logits(z: Tensor, how: str, valid: Optional[Tensor]) -> Tensor:
         return z - low
     if how == "max":
         return z - high
-    if how == "std":  # population standard deviation
-        std = (torch.where(valid, z - mean, 0.0).square().sum(-1, keepdim=True) / count).sqrt()
-        return (z - mean) / std.clamp_min(1e-12)
-    return (z - low) / (high - low).clamp_min(1e-12)  # range
+    if how == "std":  # unbiased (Bessel-corrected) standard deviation, as torch.std
+        variance = torch.where(valid, z - mean, 0.0).square().sum(-1, keepdim=True) / (count - 1).clamp_min(1)
+        return (z - mean) / (variance.sqrt() + NORMALIZE_EPS)
+    return 2.0 * (z - low) / (high - low + NORMALIZE_EPS) - 1.0  # range, onto [-1, 1]
 
 
 @dataclasses.dataclass
@@ -127,9 +135,10 @@ class DLD(Objective):
 
         L = Σ_x w(x) · (s′[x] − t′[x])² / 4
 
-    w ∈ {S, T, U} (softmax(s/τ), softmax(t/τ), 1/V; held constant) and s′, t′ the logits after ``normalize`` ∈
-    {none, mean (z − z̄), min (z − min z), max (z − max z), std ((z − z̄)/σ, population σ), range
-    ((z − min z)/(max z − min z))}.  Unlike CSD it is not shift invariant unless normalised.
+    w ∈ {S, T, U} (softmax(s/τ), softmax(t/τ), 1/V of the raw logits; held constant) and s′, t′ the logits after
+    ``normalize`` ∈ {none (alias no), mean, min, max, std, range}, defined as in the release (see
+    :func:`normalize_logits`; std uses the unbiased σ + 1e-9, range maps onto [−1, 1]).  Unlike CSD it is not shift
+    invariant unless normalised.
     """
 
     name: ClassVar[str] = "dld"
