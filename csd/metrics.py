@@ -10,10 +10,13 @@ rouge (DialogSum, Table 3): `evaluate.load('rouge')` = rouge-score rouge1/2/L/Ls
     stemming; we report the plain mean F1 x100 (evaluate's bootstrap 'mid' is within
     sampling noise of it).
 bleu (Assamese->English, Table 3): sacreBLEU corpus BLEU, default 13a tokenisation.
-gsm8k_accuracy (Table 3): number after '####' (first line), else the last number in the
-    text; correct when it equals the reference number within relative tolerance 1e-3, also
-    accepting reference x100 and /100 (the percentage rule of the authors' grader.py).
-    `accuracy_strict` requires '####' as the authors' eval_gsm.py does.
+gsm8k_accuracy (Table 3): `accuracy_strict` is the authors' eval_gsm.py: the first line after
+    the FIRST '####', stripped, read as one number (commas dropped as grader.py's parse_digits
+    does, so '3,4' is 34; 'a/b' is the fraction, which grader.py's symbolic check equates with
+    its value; '$' and '%' ignored); no '####', an empty line or words on it -> wrong.
+    `accuracy` is lenient: the first number on that line, else the last number in the text.
+    Correct when equal to the reference within relative tolerance 1e-3, also accepting
+    reference x100 and /100 (the percentage rule of grader.py).
 An empty prediction scores 0 everywhere; nothing here raises on it.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import string
 from typing import Sequence
 
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
+_ANSWER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))(?:\s*/\s*(\d+(?:\.\d*)?))?")  # a number or a/b
 
 
 # ---------------------------------------------------------------- ROUGE-L (MiniLLM)
@@ -111,31 +115,28 @@ def comet(sources: Sequence[str], predictions: Sequence[str], references: Sequen
 
 
 # ---------------------------------------------------------------- GSM8K
-def _to_number(text: str) -> float | None:
-    match = _NUMBER.search(text.replace("$", "").replace("%", ""))
+def _to_number(text: str, whole: bool = False) -> float | None:
+    """The first number (or a/b fraction) in ``text``; with ``whole``, only if it is all of the text."""
+    text = text.replace("$", "").replace("%", "").replace(",", "").strip()
+    match = _ANSWER.fullmatch(text) if whole else _ANSWER.search(text)
     if not match:
         return None
-    try:
-        return float(match.group(0).replace(",", ""))
-    except ValueError:
-        return None
+    numerator, denominator = match.groups()
+    if denominator is None:
+        return float(numerator)
+    return float(numerator) / float(denominator) if float(denominator) else None
 
 
-def extract_gsm8k_answer(text: str, fallback_last_number: bool = True) -> float | None:
-    """The number after '####' (first line after it); else the last number in the text
-    (when fallback_last_number); None when there is no number."""
+def extract_gsm8k_answer(text: str, strict: bool = False) -> float | None:
+    """The answer on the first line after the first '####' (strict: that line must be one number);
+    without '####', the last number in the text unless strict. None when there is none."""
     text = text or ""
     if "####" in text:
-        after = text.split("####", 1)[1].strip().split("\n")[0]
-        return _to_number(after)
-    if not fallback_last_number:
+        return _to_number(text.split("####", 1)[1].split("\n", 1)[0], whole=strict)
+    if strict:
         return None
     numbers = _NUMBER.findall(text.replace("$", ""))
-    for candidate in reversed(numbers):
-        value = _to_number(candidate)
-        if value is not None:
-            return value
-    return None
+    return _to_number(numbers[-1]) if numbers else None
 
 
 def numbers_match(predicted: float | None, reference: float | None, tolerance: float = 1e-3,
@@ -155,8 +156,8 @@ def gsm8k_accuracy(predictions: Sequence[str], answers: Sequence[str]) -> dict[s
     loose = strict = 0
     for prediction, answer in zip(predictions, answers):
         reference = extract_gsm8k_answer(answer) if "####" in answer else _to_number(answer)
-        loose += numbers_match(extract_gsm8k_answer(prediction, True), reference)
-        strict += numbers_match(extract_gsm8k_answer(prediction, False), reference)
+        loose += numbers_match(extract_gsm8k_answer(prediction), reference)
+        strict += numbers_match(extract_gsm8k_answer(prediction, strict=True), reference)
     n = len(predictions)
     return {"accuracy": 100.0 * loose / n, "accuracy_strict": 100.0 * strict / n}
 

@@ -70,7 +70,7 @@ def test_gsm8k_extraction(text, expected):
 
 
 def test_gsm8k_strict_needs_hash_marks():
-    assert extract_gsm8k_answer("The answer is 72.", fallback_last_number=False) is None
+    assert extract_gsm8k_answer("The answer is 72.", strict=True) is None
     scores = gsm8k_accuracy(["so 18 dollars", "#### 3", "#### 69"], ["18", "#### 3", "70,000"])
     assert scores["accuracy"] == pytest.approx(200 / 3)           # 18 (fallback) and 3 correct
     assert scores["accuracy_strict"] == pytest.approx(100 / 3)    # only the #### answer counts
@@ -90,3 +90,42 @@ def test_compute_metric_dispatch():
     assert compute_metric("gsm8k_accuracy", ["#### 4"], examples)["accuracy"] == 100.0
     with pytest.raises(ValueError, match="unknown metric"):
         compute_metric("meteor", ["x"], examples)
+
+
+# The authors' eval_gsm.py: answer = text.split('####')[1].split('\n')[0].strip(), then grader.py's
+# math_equal(answer, reference, tolerance=1e-3): parse_digits drops every comma; 'a/b' is not a float,
+# so it reaches the symbolic check, where 1/2 equals 0.5; anything else on the line makes it no number.
+@pytest.mark.parametrize("text,expected", [
+    ("#### 5\n#### 7", 5.0),                        # the FIRST '####', not the last
+    ("#### 1/2", 0.5),                               # a fraction, not its numerator
+    ("#### -3/4", -0.75),
+    ("#### 3,4", 34.0),                              # commas are dropped, as parse_digits does
+    ("#### 1,000", 1000.0),
+    ("####   72  \nso 9", 72.0),                     # surrounding spaces do not matter
+    ("#### \n72", None),                            # its first line is empty: wrong for the authors
+    ("#### -3", -3.0),
+    ("#### 3.50", 3.5),
+    ("#### .5", 0.5),
+    ("#### 72 dollars", None),                       # words on the line: not a number
+    ("#### 1/0", None),
+    ("The answer is 72.", None),                     # no '####': wrong
+])
+def test_gsm8k_strict_extraction_follows_the_authors_grader(text, expected):
+    assert extract_gsm8k_answer(text, strict=True) == expected
+
+
+def test_gsm8k_lenient_extraction_takes_the_first_number_on_the_answer_line():
+    assert extract_gsm8k_answer("#### 72 dollars") == 72.0
+    assert extract_gsm8k_answer("#### 5 then #### 7") == 5.0
+    assert extract_gsm8k_answer("#### about 1/2 of it") == 0.5
+    assert extract_gsm8k_answer("#### \n72") is None    # the line after '####' is still the one read
+
+
+def test_gsm8k_accuracy_strict_and_lenient_by_hand():
+    predictions = ["#### 5\n#### 7", "#### 1/2", "#### 3,4", "#### 18 dollars", "18", "#### -3"]
+    references = ["5", "0.5", "34", "18", "18", "#### -3"]
+    scores = gsm8k_accuracy(predictions, references)
+    assert scores["accuracy_strict"] == pytest.approx(100 * 4 / 6)   # all but the words and the missing '####'
+    assert scores["accuracy"] == pytest.approx(100.0)
+    assert gsm8k_accuracy(["#### 7\n#### 5"], ["5"])["accuracy_strict"] == 0.0
+    assert gsm8k_accuracy(["#### 1/2"], ["1"])["accuracy_strict"] == 0.0
