@@ -120,3 +120,50 @@ def test_generate_responses_writes_pairs(tmp_path, checkpoint):
     # same checkpoint and seed on both sides -> identical samples (seeded sampling)
     assert all(row["teacher_response"] == row["student_response"] for row in train)
     assert len((out / "test.jsonl").read_text().splitlines()) == 1
+
+
+REFERENCE_1 = ("Each number in the list is exactly twice the previous number, so the sequence grows "
+               "exponentially.")  # 16 rouge tokens
+REFERENCE_2 = ("Two players take turns marking a three by three grid and the first to line up three marks "
+               "wins.")  # 19 rouge tokens
+
+
+def test_mean_and_sample_std_over_seeds_by_hand(tmp_path, checkpoint, monkeypatch):
+    """A scripted generator answers each seed differently, so every per-seed number, the mean and the std
+    are known by hand. The std is the sample std (ddof = 1) over seeds, as docs/evaluation.md states."""
+    import csd.evaluate
+
+    script = {10: [REFERENCE_1, REFERENCE_2],        # ROUGE-L 100, 100       -> 100
+              20: [REFERENCE_1, "zzz"],              # 100, 0                 -> 50
+              30: ["Each number", "zzz"]}            # P 1, R 2/16: F 2/9; 0  -> 100/9
+    calls = []
+
+    def scripted_generate(model, tokenizer, prompts, seed=None, **settings):
+        calls.append(seed)
+        assert len(prompts) == len(script[seed])
+        return list(script[seed])
+
+    monkeypatch.setattr(csd.evaluate, "generate", scripted_generate)
+    inst = fixture_config(tmp_path, "uinst", "uinst/11_")
+    gsm = fixture_config(tmp_path, "gsm8k", "gsm8k")
+    out = tmp_path / "eval"
+    cfg = compose_eval([f"model.name_or_path={checkpoint}", f"eval_sets=[{inst}]", "seeds=[10,20,30]",
+                        f"output_dir={out}", "progress=false", "device=cpu"])
+    result = run_evaluation(cfg)["results"]["uinst"]
+    assert calls == [10, 20, 30]
+    per_seed = [100.0, 50.0, 100 * (2 * 1 * (2 / 16) / (1 + 2 / 16)) / 2]
+    assert per_seed[2] == pytest.approx(100 / 9)
+    assert [result["per_seed"][s]["rougeL"] for s in ("10", "20", "30")] == pytest.approx(per_seed)
+    mean = (100 + 50 + 100 / 9) / 3
+    sample_std = (sum((x - mean) ** 2 for x in per_seed) / (3 - 1)) ** 0.5       # 44.56; population std is 36.38
+    assert result["mean"]["rougeL"] == pytest.approx(mean)
+    assert result["std"]["rougeL"] == pytest.approx(sample_std)
+    assert result["per_seed"]["30"]["exact_match"] == 0.0 and result["per_seed"]["10"]["exact_match"] == 100.0
+    # a greedy set is generated once, with the first seed; its std over one run is 0
+    calls.clear()
+    script[10] = ["#### 18", "#### 5", "#### 70,000"]    # the fixture's answers: 18, 3, 70,000
+    cfg = compose_eval([f"model.name_or_path={checkpoint}", f"eval_sets=[{gsm}]", "seeds=[10,20,30]",
+                        f"output_dir={out}", "progress=false", "device=cpu"])
+    greedy = run_evaluation(cfg)["results"]["gsm8k"]
+    assert calls == [10] and greedy["seeds"] == [10]
+    assert greedy["mean"]["accuracy_strict"] == pytest.approx(200 / 3) and greedy["std"]["accuracy"] == 0.0
