@@ -25,7 +25,7 @@ from csd.metrics import comet, compute_metric
 
 log = logging.getLogger(__name__)
 DEFAULTS = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 256,
-            "max_prompt_length": 256, "stop_strings": None}
+            "max_prompt_length": 256, "stop_strings": None, "no_repeat_ngram_size": 0}
 
 
 def load_model_and_tokenizer(model_cfg, device: str = "auto"):
@@ -83,8 +83,8 @@ class Generator:
     def __call__(self, prompts, settings: dict, seed: int | None, desc: str) -> list[str]:
         common = dict(max_new_tokens=settings["max_new_tokens"], do_sample=settings["do_sample"],
                       temperature=settings["temperature"], top_k=settings["top_k"], top_p=settings["top_p"],
-                      seed=seed, stop_strings=settings["stop_strings"],
-                      max_prompt_length=settings["max_prompt_length"])
+                      no_repeat_ngram_size=settings["no_repeat_ngram_size"], seed=seed,
+                      stop_strings=settings["stop_strings"], max_prompt_length=settings["max_prompt_length"])
         if self.llm is not None:
             return generate_vllm(self.cfg.model.name_or_path, self.tokenizer, prompts, llm=self.llm, **common)
         return generate(self.model, self.tokenizer, prompts, batch_size=self.cfg.generation.batch_size,
@@ -109,11 +109,13 @@ def evaluate_set(cfg: DictConfig, config_name: str, generator: Generator, tokeni
         answers = answer_mt_bench(examples, tokenizer, generate_turn)
         path = write_mt_bench_answers(output_dir / name / "model_answer" / f"{model_id}.jsonl", model_id,
                                       examples, answers)
-        return {"format": "fastchat_model_answer", "answer_file": str(path), "n_examples": len(examples)}
+        return {"format": "fastchat_model_answer", "answer_file": str(path), "n_examples": len(examples),
+                "settings": settings}
     if data_cfg["format"] == "alpaca_eval":
         outputs = generator([ex["prompt"] for ex in examples], settings, cfg.seeds[0] if cfg.seeds else None, name)
         path = write_alpaca_eval_outputs(output_dir / name / f"{model_id}.json", model_id, examples, outputs)
-        return {"format": "alpaca_eval_json", "answer_file": str(path), "n_examples": len(examples)}
+        return {"format": "alpaca_eval_json", "answer_file": str(path), "n_examples": len(examples),
+                "settings": settings}
 
     seeds = list(cfg.seeds) if settings["do_sample"] else list(cfg.seeds)[:1]
     per_seed = {}

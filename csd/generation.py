@@ -6,7 +6,9 @@
     batch = training_batch_from_samples(sequences, attention_mask, response_mask, pad_token_id)
 
 Sampling is exactly "softmax(logits / temperature), then top-k (0 = off), then top-p
-(1.0 = off)". Every decoding field of the GenerationConfig is set explicitly, because
+(1.0 = off)", optionally with no n-gram of size `no_repeat_ngram_size` repeated within the
+sequence (prompt included, as HF applies it; 0 = off; MiniLLM/DistiLLM evaluate with 6). Every decoding
+field of the GenerationConfig is set explicitly, because
 transformers fills unset (None) fields from the checkpoint's generation_config.json
 (e.g. Qwen ships top_k=20, repetition_penalty=1.05), which would silently change the
 evaluation protocol. vLLM (`generate_vllm`) is an optional faster backend on GPU.
@@ -32,12 +34,14 @@ def eos_token_ids(model, tokenizer) -> list[int]:
 
 
 def decoding_config(*, max_new_tokens: int, do_sample: bool, temperature: float = 1.0, top_k: int = 0,
-                    top_p: float = 1.0, eos_token_id, pad_token_id: int, model=None):
+                    top_p: float = 1.0, no_repeat_ngram_size: int = 0, eos_token_id, pad_token_id: int,
+                    model=None):
     from transformers import GenerationConfig
 
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, min_length=0, do_sample=do_sample, num_beams=1,
-        num_return_sequences=1, repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0,
+        num_return_sequences=1, repetition_penalty=1.0, no_repeat_ngram_size=int(no_repeat_ngram_size),
+        length_penalty=1.0,
         eos_token_id=eos_token_id, pad_token_id=pad_token_id, use_cache=True,
         return_dict_in_generate=False, output_scores=False)
     if do_sample:
@@ -59,7 +63,7 @@ def first_eos_mask(generated: torch.Tensor, eos_ids: Sequence[int]) -> torch.Ten
 @torch.no_grad()
 def sample_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                  do_sample: bool = True, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 eos_token_id, pad_token_id: int, stop_strings: Sequence[str] | None = None,
+                 no_repeat_ngram_size: int = 0, eos_token_id, pad_token_id: int, stop_strings: Sequence[str] | None = None,
                  tokenizer=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Continue left-padded prompts. Returns (sequences, response_mask), both (B, P + N):
     sequences = prompt block + generated block; response_mask = 1 only on generated tokens
@@ -68,8 +72,8 @@ def sample_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *
     """
     eos_ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
     config = decoding_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                             top_k=top_k, top_p=top_p, eos_token_id=eos_ids, pad_token_id=pad_token_id,
-                             model=model)
+                             top_k=top_k, top_p=top_p, no_repeat_ngram_size=no_repeat_ngram_size,
+                             eos_token_id=eos_ids, pad_token_id=pad_token_id, model=model)
     extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
     sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
                                **extra)
@@ -141,8 +145,8 @@ def cut_at_stop_strings(text: str, stop_strings: Sequence[str] | None) -> str:
 
 
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, do_sample: bool,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-             batch_size: int = 8, stop_strings: Sequence[str] | None = None,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, no_repeat_ngram_size: int = 0,
+             seed: int | None = None, batch_size: int = 8, stop_strings: Sequence[str] | None = None,
              max_prompt_length: int | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
     """Responses (decoded, special tokens removed, cut at stop strings, stripped) in prompt order.
 
@@ -163,7 +167,8 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, d
             sequences, response_mask = sample_batch(
                 model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
                 max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                top_p=top_p, eos_token_id=eos_ids, pad_token_id=pad_id, stop_strings=stop_strings,
+                top_p=top_p, no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_ids, pad_token_id=pad_id,
+                stop_strings=stop_strings,
                 tokenizer=tokenizer)
             for row, index in enumerate(indices):
                 tokens = sequences[row][response_mask[row].bool()].tolist()
@@ -173,11 +178,14 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, d
 
 
 def generate_vllm(model_path: str, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, do_sample: bool,
-                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                  stop_strings: Sequence[str] | None = None, max_prompt_length: int | None = None,
-                  dtype: str = "auto", llm=None) -> list[str]:
+                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, no_repeat_ngram_size: int = 0,
+                  seed: int | None = None, stop_strings: Sequence[str] | None = None,
+                  max_prompt_length: int | None = None, dtype: str = "auto", llm=None) -> list[str]:
     """Same contract as `generate`, run by vLLM (optional dependency, GPU). Prompts are
     passed as token ids built exactly as for the HF backend (no second BOS)."""
+    if no_repeat_ngram_size:
+        raise ValueError("vLLM has no no_repeat_ngram_size; use backend=hf for the instruction-following sets "
+                         "(MiniLLM/DistiLLM evaluate with 6) or set generation.no_repeat_ngram_size=0 knowingly")
     try:
         from vllm import LLM, SamplingParams
     except ImportError as err:

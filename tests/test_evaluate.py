@@ -69,6 +69,42 @@ def test_sampled_and_greedy_sets(tmp_path, checkpoint):
     assert greedy["settings"]["stop_strings"] == ["\n\n"]
 
 
+def test_no_repeat_ngram_size_reaches_generate_and_is_recorded(tmp_path, checkpoint, monkeypatch):
+    """Instruction sets decode with no_repeat_ngram_size 6 (MiniLLM/DistiLLM evaluate_main default), greedy
+    Table 3 sets with 0; the value passed to generate is the one written into metrics.json."""
+    import csd.evaluate
+
+    passed = []
+
+    def spy(model, tokenizer, prompts, **settings):
+        passed.append(settings["no_repeat_ngram_size"])
+        return ["" for _ in prompts]
+
+    monkeypatch.setattr(csd.evaluate, "generate", spy)
+    inst = fixture_config(tmp_path, "uinst", "uinst/11_")
+    gsm = fixture_config(tmp_path, "gsm8k", "gsm8k")
+    out = tmp_path / "eval"
+    overrides = [f"model.name_or_path={checkpoint}", f"eval_sets=[{inst},{gsm}]", "seeds=[10]",
+                 f"output_dir={out}", "progress=false", "device=cpu"]
+    run_evaluation(compose_eval(overrides))
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    assert passed == [6, 0]
+    assert results["uinst"]["settings"]["no_repeat_ngram_size"] == 6
+    assert results["gsm8k"]["settings"]["no_repeat_ngram_size"] == 0
+    passed.clear()
+    run_evaluation(compose_eval(overrides + ["generation.no_repeat_ngram_size=3"]))
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    assert passed == [3, 3] and results["uinst"]["settings"]["no_repeat_ngram_size"] == 3
+
+
+def test_shipped_decoding_follows_the_release():
+    """n-gram blocking 6 where the release evaluates with MiniLLM/DistiLLM's evaluate_main, 0 elsewhere."""
+    expected = {"dolly": 6, "self_inst": 6, "vicuna": 6, "sinst": 6, "uinst": 6, "quickstart": 6, "tiny": 6,
+                "gsm8k": 0, "dialogsum": 0, "translation": 0, "mt_bench": 0, "alpaca_eval": 0}
+    for name, size in expected.items():
+        assert load_data_config(name)["no_repeat_ngram_size"] == size, name
+
+
 def test_chat_benchmark_answer_files(tmp_path, checkpoint):
     mt_bench = fixture_config(tmp_path, "mt_bench", "mt_bench", max_new_tokens=4)
     alpaca = fixture_config(tmp_path, "alpaca_eval", "alpaca_eval", max_new_tokens=4)

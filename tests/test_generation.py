@@ -78,3 +78,34 @@ def test_training_batch_from_samples_by_hand():
     assert batch["input_ids"].tolist() == [[4, 5, 6, 7, 2], [3, 4, 5, 8, 2]]
     assert batch["labels"].tolist() == [[-100, -100, 6, 7, 2], [-100, -100, -100, 8, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+
+
+def repeated_ngrams(ids, n):
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_no_repeat_ngram_size_blocks_repeats_in_prompt_and_response(model, tokenizer):
+    """HF semantics (MiniLLM's evaluation): no n-gram occurs twice in prompt + response."""
+    batch = PromptCollator(tokenizer)([PROMPTS[0]])   # one prompt: no padding in the sequence
+    settings = dict(max_new_tokens=24, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id)
+    free, _ = sample_batch(model, batch["input_ids"], batch["attention_mask"], **settings)
+    assert repeated_ngrams(free[0].tolist(), 3) > 0, "the tiny model must loop without blocking for this test to bite"
+    blocked, _ = sample_batch(model, batch["input_ids"], batch["attention_mask"], no_repeat_ngram_size=3, **settings)
+    assert repeated_ngrams(blocked[0].tolist(), 3) == 0
+
+
+def test_generate_passes_no_repeat_ngram_size_to_hf(model, tokenizer, monkeypatch):
+    seen = []
+    real_generate = model.generate
+
+    def spy(*args, generation_config, **kwargs):
+        seen.append(generation_config.no_repeat_ngram_size)
+        return real_generate(*args, generation_config=generation_config, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    generate(model, tokenizer, PROMPTS, max_new_tokens=4, do_sample=True, seed=10, batch_size=2,
+             no_repeat_ngram_size=6, progress=False)
+    generate(model, tokenizer, PROMPTS[:1], max_new_tokens=4, do_sample=False, progress=False)
+    assert seen == [6, 6, 0]
