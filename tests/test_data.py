@@ -201,3 +201,27 @@ def test_build_dataset_chat_turn_end_and_long_prompt_drop(tokenizer):
     assert sum(1 for label in dataset[0]["labels"] if label == -100) == prompt_len
     dropped = build_dataset(dict(cfg, drop_long_prompts=True), "train", tokenizer, 512, max_prompt_length=10)
     assert len(dropped) == 0
+
+
+# ------------------------------------------------------------------ long Dolly prompts (release: truncate, keep)
+def test_long_dolly_prompt_is_truncated_keeping_its_start_and_counted(tokenizer, caplog):
+    """DistiLLM's process_data_dolly.py (the release's) keeps an example whose prompt exceeds 256 tokens and
+    cuts the prompt to its first 256 tokens; the response is untouched. drop_long_prompts: true drops it."""
+    cfg = config("dolly", FIXTURES / "dolly_long")
+    assert cfg["drop_long_prompts"] is False
+    examples = load_examples(cfg, "train")
+    prompt_ids = [tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"] for ex in examples]
+    assert [len(ids) > 256 for ids in prompt_ids] == [False, True, False]
+    with caplog.at_level("INFO", logger="csd.data.encoding"):
+        dataset = build_dataset(cfg, "train", tokenizer, max_length=1024, max_prompt_length=256)
+    assert len(dataset) == 3 and "1 of 3 prompts are longer than 256 tokens: truncated" in caplog.text
+    long = dataset[1]
+    response_ids = tokenizer("A long passage about rivers and bridges.", add_special_tokens=False)["input_ids"]
+    assert long["input_ids"] == prompt_ids[1][:256] + response_ids + [tokenizer.eos_token_id]
+    assert long["labels"] == [-100] * 256 + response_ids + [tokenizer.eos_token_id]
+    assert long["prompt_length"] == 256
+    caplog.clear()
+    with caplog.at_level("INFO", logger="csd.data.encoding"):
+        dropped = build_dataset(dict(cfg, drop_long_prompts=True), "train", tokenizer, 1024, max_prompt_length=256)
+    assert [ex["instruction"] for ex in dropped.examples] == [examples[0]["instruction"], examples[2]["instruction"]]
+    assert "1 of 3 prompts are longer than 256 tokens: dropped" in caplog.text

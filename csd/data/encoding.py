@@ -10,6 +10,7 @@ default; chat data ends with the template's turn-end token instead (e.g. <|im_en
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import torch
@@ -19,6 +20,8 @@ from csd.data.loading import load_examples
 from csd.data.prompts import chat_turn_end
 from csd.data.sources import as_plain_dict
 from csd.losses.base import IGNORE_INDEX  # one definition for data and losses
+
+log = logging.getLogger(__name__)
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:
@@ -82,20 +85,26 @@ class EncodedDataset(Dataset):
 def build_dataset(data_cfg: Any, split: str, tokenizer, max_length: int, max_prompt_length: int,
                   response_key: str = "response", max_examples: int | None = None) -> EncodedDataset:
     """Encoded examples of one split. `response_key` picks the target text (e.g.
-    'student_response' for chat pairs). With `drop_long_prompts: true` in the config,
-    examples whose prompt exceeds max_prompt_length are dropped, as MiniLLM's Dolly
-    processing does; otherwise prompts are truncated."""
+    'student_response' for chat pairs). Prompts longer than max_prompt_length are cut to their
+    first max_prompt_length tokens and the example kept, as DistiLLM's (and so the release's) Dolly
+    processing does; with `drop_long_prompts: true` such examples are dropped instead, as MiniLLM's
+    original processing did. How many were cut or dropped is logged."""
     cfg = as_plain_dict(data_cfg)
     examples = load_examples(cfg, split, tokenizer, max_examples=max_examples)
     end_ids = response_end_ids(tokenizer, cfg.get("prompt_format", "minillm"))
-    kept, encoded = [], []
+    drop = bool(cfg.get("drop_long_prompts"))
+    kept, encoded, long_prompts = [], [], 0
     for example in examples:
-        if cfg.get("drop_long_prompts") and \
-                len(encode_prompt(tokenizer, example["prompt"])) > max_prompt_length:
-            continue
+        if len(encode_prompt(tokenizer, example["prompt"])) > max_prompt_length:
+            long_prompts += 1
+            if drop:
+                continue
         encoded.append(encode_example(tokenizer, example["prompt"], example.get(response_key) or "",
                                       max_length, max_prompt_length, end_ids=end_ids))
         kept.append(example)
+    if long_prompts:
+        log.info("%s/%s: %d of %d prompts are longer than %d tokens: %s", cfg.get("name"), split, long_prompts,
+                 len(examples), max_prompt_length, "dropped" if drop else "truncated (start kept)")
     return EncodedDataset(encoded, kept)
 
 
