@@ -64,19 +64,21 @@ def first_eos_mask(generated: torch.Tensor, eos_ids: Sequence[int]) -> torch.Ten
 def sample_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                  do_sample: bool = True, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  no_repeat_ngram_size: int = 0, eos_token_id, pad_token_id: int, stop_strings: Sequence[str] | None = None,
-                 tokenizer=None) -> tuple[torch.Tensor, torch.Tensor]:
+                 tokenizer=None, synced_gpus: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Continue left-padded prompts. Returns (sequences, response_mask), both (B, P + N):
     sequences = prompt block + generated block; response_mask = 1 only on generated tokens
     up to and including the first EOS. With stop strings a row that stopped on a string is
     padded afterwards; when the pad id is not an EOS id those trailing pads are masked too.
+    ``synced_gpus``: keep stepping until every process is done (needed under multi-process ZeRO-3).
     """
     eos_ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
     config = decoding_config(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                              top_k=top_k, top_p=top_p, no_repeat_ngram_size=no_repeat_ngram_size,
                              eos_token_id=eos_ids, pad_token_id=pad_token_id, model=model)
     extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
-    sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
-                               **extra)
+    if synced_gpus:
+        extra["synced_gpus"] = True
+    sequences = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **extra)
     prompt_width = input_ids.shape[1]
     generated = sequences[:, prompt_width:]
     mask = first_eos_mask(generated, eos_ids)
@@ -147,7 +149,8 @@ def cut_at_stop_strings(text: str, stop_strings: Sequence[str] | None) -> str:
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, do_sample: bool,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, no_repeat_ngram_size: int = 0,
              seed: int | None = None, batch_size: int = 8, stop_strings: Sequence[str] | None = None,
-             max_prompt_length: int | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
+             max_prompt_length: int | None = None, progress: bool = True, desc: str = "generate",
+             synced_gpus: bool = False) -> list[str]:
     """Responses (decoded, special tokens removed, cut at stop strings, stripped) in prompt order.
 
     Prompts are sorted by length into batches to limit padding; `seed` seeds a forked RNG before
@@ -168,8 +171,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, d
                 model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
                 max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k,
                 top_p=top_p, no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_ids, pad_token_id=pad_id,
-                stop_strings=stop_strings,
-                tokenizer=tokenizer)
+                stop_strings=stop_strings, tokenizer=tokenizer, synced_gpus=synced_gpus)
             for row, index in enumerate(indices):
                 tokens = sequences[row][response_mask[row].bool()].tolist()
                 text = tokenizer.decode(tokens, skip_special_tokens=True)

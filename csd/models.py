@@ -146,7 +146,9 @@ def apply_lora(model: nn.Module, lora: Any) -> nn.Module:
 
 
 def head_size(model: nn.Module) -> int:
-    return model.get_output_embeddings().weight.shape[0]
+    """Rows of the output head, also when ZeRO-3 has partitioned it (``ds_shape`` is the full shape)."""
+    weight = model.get_output_embeddings().weight
+    return getattr(weight, "ds_shape", weight.shape)[0]
 
 
 def shared_vocab_size(student_tokenizer, teacher_tokenizer, student: nn.Module, teacher: nn.Module) -> int:

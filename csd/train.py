@@ -10,11 +10,11 @@ Where micro-batches come from (references, student samples, chat pairs) is the `
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,6 +27,8 @@ from omegaconf import DictConfig
 from csd.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_model
 from csd.config import distillation_enabled, loss_kwargs, validate_train_config
 from csd.data import TrainCollator, build_dataset, pad_token_id_of
+from csd.distributed import (gathered_in_backward, gathered_under_zero3, make_accelerator, prepare_teacher,
+                             synced_generation, unwrap_teacher)
 from csd.logger import RunLogger
 from csd.losses import IGNORE_INDEX, get_loss
 from csd.losses.fused import fused_linear_loss_with
@@ -92,16 +94,17 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
     sums = {"tokens": (targets != IGNORE_INDEX).sum()}
     if cfg.loss.get("fused", False) and objective is not None:
         unwrapped = accelerator.unwrap_model(student)
-        teacher_module = getattr(models.teacher, "module", models.teacher)  # a DeepSpeed engine under ZeRO-3
+        teacher_module = unwrap_teacher(models.teacher)
         hidden = hidden_states_before_head(student, unwrapped, inputs)
         with torch.no_grad(), accelerator.autocast():
             teacher_hidden = hidden_states_before_head(models.teacher, teacher_module, inputs)
         head = base_causal_lm(unwrapped).get_output_embeddings().weight
         teacher_head = teacher_module.get_output_embeddings().weight
         with gathered_under_zero3(accelerator, head, teacher_head):  # ZeRO-3 shards the heads: gather them
-            sums["kd"] = fused_linear_loss_with(objective, hidden.flatten(0, 1), head[: models.vocab],
-                                                teacher_hidden.flatten(0, 1), teacher_head[: models.vocab],
-                                                targets.flatten(), reduction="sum")
+            kd = fused_linear_loss_with(objective, hidden.flatten(0, 1), head[: models.vocab],
+                                        teacher_hidden.flatten(0, 1), teacher_head[: models.vocab],
+                                        targets.flatten(), reduction="sum")
+        sums["kd"] = gathered_in_backward(accelerator, kd, head)
         sums["ce"] = torch.full((), float("nan"), device=targets.device)  # not computed: it needs the full logits
         return sums
     logits = student(**inputs, use_cache=False).logits
@@ -115,15 +118,6 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
             logits, teacher_logits = logits[..., :vocab], teacher_logits[..., :vocab]
         sums["kd"] = objective(logits, teacher_logits, targets, reduction="sum")
     return sums
-
-
-def gathered_under_zero3(accelerator, *parameters):
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is None or plugin.zero_stage != 3:
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(list(parameters), modifier_rank=None)
 
 
 def combined_loss(sums: dict, kd_ratio: float) -> torch.Tensor:
@@ -224,17 +218,20 @@ def evaluate(student, models, objective, val_set, collate, cfg, accelerator) -> 
         metrics["val/kd"] = kd / max(tokens, 1.0)
     metrics["val/loss"] = metrics.get("val/kd", metrics["val/ce"])
     if cfg.train.eval_generate:
-        # Generated on the main process only; every rank needs the numbers to agree on the best checkpoint.
+        # Every rank needs the numbers to agree on the best checkpoint. Under multi-process ZeRO-3 every rank must
+        # take part in each forward: all generate the same prompts with the same seed (synced); otherwise the main
+        # process generates and broadcasts.
         from accelerate.utils import broadcast_object_list
 
-        generated = [generation_metrics(accelerator.unwrap_model(student), models.tokenizer, val_set, cfg)
-                     if accelerator.is_main_process else None]
-        metrics.update(broadcast_object_list(generated, from_process=0)[0])
+        synced = synced_generation(accelerator)
+        generated = [generation_metrics(accelerator.unwrap_model(student), models.tokenizer, val_set, cfg, synced)
+                     if synced or accelerator.is_main_process else None]
+        metrics.update(generated[0] if synced else broadcast_object_list(generated, from_process=0)[0])
     student.train(was_training)
     return metrics
 
 
-def generation_metrics(model, tokenizer, val_set, cfg: DictConfig) -> dict:
+def generation_metrics(model, tokenizer, val_set, cfg: DictConfig, synced_gpus: bool = False) -> dict:
     from csd.generation import generate
     from csd.metrics import compute_metric
 
@@ -242,7 +239,7 @@ def generation_metrics(model, tokenizer, val_set, cfg: DictConfig) -> dict:
     # Seeded generation runs in a forked RNG: it does not shift the training random stream.
     predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
                            do_sample=cfg.data.do_sample, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
-                           max_prompt_length=cfg.train.max_prompt_length, progress=False)
+                           max_prompt_length=cfg.train.max_prompt_length, progress=False, synced_gpus=synced_gpus)
     return {f"val/{k}": v for k, v in compute_metric(cfg.data.metric, predictions, examples).items()}
 
 
@@ -250,39 +247,6 @@ def is_due(every, step: int, end_of_epoch: bool) -> bool:
     if every is None:
         return False
     return end_of_epoch if every == "epoch" else step % int(every) == 0
-
-
-def make_accelerator(cfg: DictConfig):
-    from accelerate import Accelerator
-
-    kwargs = {"gradient_accumulation_steps": cfg.train.grad_accum}
-    if cfg.train.mixed_precision is not None:
-        kwargs["mixed_precision"] = cfg.train.mixed_precision
-    accelerator = Accelerator(**kwargs)
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is not None:
-        # DeepSpeed clips inside its engine: take the value from our config (0 = off). No dataloader is prepared,
-        # so its "auto" micro-batch size must be given here (rows per micro-batch: chat pairs give two per prompt).
-        plugin.deepspeed_config["gradient_clipping"] = cfg.optim.clip_grad or 0.0
-        rows = cfg.train.batch_size * (2 if cfg.onpolicy.name == "chat_pairs" else 1)
-        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = rows
-    return accelerator
-
-
-def prepare_teacher(accelerator, teacher):
-    """The frozen teacher on the device; under ZeRO-3 sharded by its own inference-only DeepSpeed engine."""
-    if teacher is None:
-        return None
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin is None or plugin.zero_stage != 3:
-        return teacher.to(accelerator.device)
-    import deepspeed
-
-    config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}, "bf16": {"enabled": accelerator.mixed_precision == "bf16"},
-              "fp16": {"enabled": accelerator.mixed_precision == "fp16"}}
-    engine, *_ = deepspeed.initialize(model=teacher, config=config)
-    engine.eval()
-    return engine
 
 
 def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
@@ -295,10 +259,6 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg)
     check_onpolicy_config(cfg, accelerator)
-    plugin = accelerator.state.deepspeed_plugin
-    if cfg.train.eval_generate and accelerator.num_processes > 1 and plugin is not None and plugin.zero_stage == 3:
-        raise ValueError("train.eval_generate needs the whole student on one process, which ZeRO-3 with several "
-                         "processes does not have; set train.eval_generate=0 and score checkpoints with csd.evaluate")
     set_seed(cfg.train.seed, device_specific=True)  # + process index: ranks draw different dropout masks
     distil = distillation_enabled(cfg)
     if distil and cfg.loss.get("fused", False) and cfg.train.kd_ratio < 1.0:
@@ -325,9 +285,9 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
                          f"(train.batch_size × processes × train.grad_accum); lower train.batch_size")
     total_steps = cfg.train.max_steps or steps_per_epoch * cfg.train.epochs
 
-    optimizer = build_optimizer(models.student, cfg.optim)
+    student, optimizer = accelerator.prepare(models.student, build_optimizer(models.student, cfg.optim))
+    # After prepare: ZeRO regroups the optimizer's parameter groups, and the scheduler must drive those.
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-    student, optimizer = accelerator.prepare(models.student, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped by us once per optimizer step
     models.teacher = prepare_teacher(accelerator, models.teacher)
 
@@ -403,6 +363,8 @@ def main(cfg: DictConfig) -> Optional[float]:
     try:
         summary = run(cfg)
     except (ValueError, FileNotFoundError, ImportError) as error:  # bad config or input: one line, no traceback
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own switch for full tracebacks
+            raise
         raise SystemExit(f"csd.train: error: {error}") from None
     value = summary.get("val", {}).get(cfg.train.best_metric)
     return None if value is None or math.isnan(value) else value

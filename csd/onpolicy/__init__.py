@@ -50,11 +50,6 @@ def check_config(cfg: DictConfig, accelerator) -> None:
     if onpolicy.name == "chat_pairs" and cfg.data.get("format") != "chat_pairs":
         raise ValueError(f"onpolicy=chat_pairs needs teacher/student response pairs (data=chat_pairs), "
                          f"not data={cfg.data.get('name')!r} (format {cfg.data.get('format')!r})")
-    plugin = accelerator.state.deepspeed_plugin
-    if onpolicy.name in ("imitkd", "gkd") and plugin is not None and plugin.zero_stage == 3 and accelerator.num_processes > 1:
-        # each process would stop generating at its own EOS while ZeRO-3 needs every process in every forward
-        raise ValueError(f"onpolicy={onpolicy.name} samples from the student, which is not supported under ZeRO-3 "
-                         "with several processes; use a ZeRO-1/2 or DDP accelerate config (Table 2 uses ZeRO-1)")
     if cfg.train.get("lm_data"):
         from csd.data import load_data_config
 

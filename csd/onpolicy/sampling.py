@@ -8,6 +8,9 @@ left-padded, stop at EOS, sampling = softmax(logits / temperature) then top-k (0
 A row keeps its response up to and including the first EOS; tokens sampled after it (HF pads finished rows,
 and a row may run on after an EOS) are dropped, so they become right padding with label −100.
 
+Under multi-process ZeRO-3 every process keeps stepping until the last one has finished (``synced_gpus``):
+each forward gathers the partitioned weights collectively.
+
 Reproducibility: call n on process r samples under `torch.manual_seed(f(seed, n, r))` inside a forked RNG, so
 the samples depend only on (train.seed, call number, process) — a resumed run draws the same responses — and
 the training RNG stream (dropout) is the same as without sampling.
@@ -19,6 +22,7 @@ from typing import Optional
 import torch
 
 from csd.data import PromptCollator, pad_token_id_of, response_end_ids
+from csd.distributed import synced_generation
 from csd.generation import eos_token_ids, eval_mode, sample_batch, seeded_rng, training_batch_from_samples
 
 
@@ -60,7 +64,7 @@ class StudentSampler:
             sequences, response_mask = sample_batch(
                 model, input_ids, attention_mask, max_new_tokens=self.max_new_tokens, do_sample=True,
                 temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, eos_token_id=self.stop_ids(model),
-                pad_token_id=self.pad_token_id)
+                pad_token_id=self.pad_token_id, synced_gpus=synced_generation(self.accelerator))
         self.calls += 1
         batch = training_batch_from_samples(sequences, attention_mask, response_mask, self.pad_token_id)
         return rows_of({k: v.cpu() for k, v in batch.items()})
