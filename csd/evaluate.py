@@ -51,6 +51,11 @@ def generation_settings(overrides: dict, data_cfg: dict) -> dict:
     return settings
 
 
+def primary_metric(data_cfg: dict) -> str:
+    """The headline key of an eval set's scores: its config's `primary_metric`, else the metric's own name."""
+    return data_cfg.get("primary_metric") or {"rouge": "rougeL"}.get(data_cfg["metric"], data_cfg["metric"])
+
+
 def mean_and_std(per_seed: dict[str, dict[str, float]]) -> tuple[dict, dict]:
     keys = next(iter(per_seed.values())).keys()
     means = {k: statistics.fmean(r[k] for r in per_seed.values()) for k in keys}
@@ -129,8 +134,9 @@ def evaluate_set(cfg: DictConfig, config_name: str, generator: Generator, tokeni
         per_seed[str(seed)] = scores
         log.info("%s seed %s: %s", name, seed, scores)
     means, stds = mean_and_std(per_seed)
-    return {"metric": data_cfg["metric"], "n_examples": len(examples), "seeds": seeds, "settings": settings,
-            "mean": means, "std": stds, "per_seed": per_seed}
+    return {"metric": data_cfg["metric"], "primary": primary_metric(data_cfg),
+            "secondary": list(data_cfg.get("secondary_metrics") or []), "n_examples": len(examples), "seeds": seeds,
+            "settings": settings, "mean": means, "std": stds, "per_seed": per_seed}
 
 
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
@@ -153,8 +159,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     (output_dir / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     for name, result in results.items():
         if "mean" in result:
-            main_key = {"gsm8k_accuracy": "accuracy", "bleu": "bleu", "rouge": "rougeL"}.get(result["metric"],
-                                                                                            result["metric"])
+            main_key = result["primary"]
             print(f"{name:12s} {main_key:10s} {result['mean'][main_key]:7.2f} ± {result['std'][main_key]:.2f}"
                   f"  (n={result['n_examples']}, seeds={result['seeds']})")
         else:

@@ -9,9 +9,12 @@ Layout it reads (what scripts/run_table.py and scripts/mini_table1.py write):
 A row named ``<name>_seed<k>`` is one training seed of row <name>: such rows are merged, mean ± sample std over
 the training seeds of each per-run mean. Without an evaluation, a row shows its training summary's best value.
 
-Table shape: one line per row (objective), one column per eval set with the main metric
-(ROUGE-L, GSM8K accuracy, BLEU) as mean ± std; the paper's value (data/paper_results.yaml, blank where not known)
-and the difference ours − paper follow in brackets. The CSV is long: one line per (table, row, set).
+Table shape: one line per row (objective), one column per eval set with its headline metric as mean ± std (ROUGE-L,
+BLEU; GSM8K: the strict '####' accuracy as the paper reports it, with the loose extraction in a secondary column
+"gsm8k (accuracy)"), then "average" over the row's sets where every set of the table shares one metric (the paper's
+Table 1 average). The paper's value (data/paper_results.yaml; blank where not known, never guessed) and the difference
+ours − paper follow in brackets; a paper value is attached only to a cell of the same metric. The CSV is long: one
+line per (table, row, set).
 distinct-n of the sampled answers (eval/<set>/seed*/answers.jsonl) goes into the CSV for the fidelity-diversity plot.
 """
 from __future__ import annotations
@@ -27,10 +30,13 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MAIN_KEY = {"rougeL": "rougeL", "rouge": "rougeL", "gsm8k_accuracy": "accuracy", "bleu": "bleu"}
+# Headline and secondary keys for evaluation files that do not name them ("primary"/"secondary", csd.evaluate).
+MAIN_KEY = {"rougeL": "rougeL", "rouge": "rougeL", "gsm8k_accuracy": "accuracy_strict", "bleu": "bleu"}
+SECONDARY_KEYS = {"gsm8k_accuracy": ["accuracy"]}
+AVERAGE = "average"
 SEED_SUFFIX = re.compile(r"^(?P<row>.+)_seed(?P<seed>\d+)$")
 CSV_FIELDS = ["table", "row", "loss", "eval_set", "metric", "mean", "std", "n", "distinct_1", "distinct_2", "paper",
-              "diff"]
+              "diff", "paper_verified"]
 
 
 def distinct_n(texts: Iterable[str], n: int) -> float:
@@ -62,6 +68,8 @@ class Cell:
     distinct_1: Optional[float] = None
     distinct_2: Optional[float] = None
     paper: Optional[float] = None
+    paper_verified: Optional[bool] = None
+    headline: bool = True       # False: a secondary metric of the set (own column), or the average
 
     @property
     def diff(self) -> Optional[float]:
@@ -90,12 +98,16 @@ def run_cells(run_dir: Path, table: str, row: str) -> list[Cell]:
             if "mean" not in result:  # MT-Bench / AlpacaEval: answer files only, judged elsewhere
                 cells.append(Cell(table, row, loss, name, "answers", None, None, 0))
                 continue
-            key = MAIN_KEY.get(result["metric"], result["metric"])
+            key = result.get("primary") or MAIN_KEY.get(result["metric"], result["metric"])
+            n = len(result.get("seeds") or [None])
             d1, d2 = result["mean"].get("distinct_1"), result["mean"].get("distinct_2")
             if d1 is None:
                 d1, d2 = _answers_distinct(run_dir / "eval" / name)
-            cells.append(Cell(table, row, loss, name, key, result["mean"][key], result["std"].get(key),
-                              len(result.get("seeds") or [None]), d1, d2))
+            cells.append(Cell(table, row, loss, name, key, result["mean"][key], result["std"].get(key), n, d1, d2))
+            for extra in result.get("secondary", SECONDARY_KEYS.get(result["metric"], [])):
+                if extra in result["mean"]:
+                    cells.append(Cell(table, row, loss, f"{name} ({extra})", extra, result["mean"][extra],
+                                      result["std"].get(extra), n, headline=False))
         return cells
     best = train.get("best") or {}
     return [Cell(table, row, loss, key, key, value, None, 1) for key, value in best.items() if value is not None]
@@ -118,19 +130,74 @@ def merge_seeds(cells: list[Cell]) -> list[Cell]:
         merged.append(Cell(table, row, group[0].loss, eval_set, group[0].metric, mean_of(values),
                            statistics.stdev(values) if len(values) > 1 else (0.0 if values else None), len(values),
                            mean_of([c.distinct_1 for c in group if c.distinct_1 is not None]),
-                           mean_of([c.distinct_2 for c in group if c.distinct_2 is not None])))
+                           mean_of([c.distinct_2 for c in group if c.distinct_2 is not None]),
+                           headline=group[0].headline))
     return merged
 
 
+def add_averages(cells: list[Cell]) -> list[Cell]:
+    """Per row, the mean over the table's eval sets (headline metric) when the table has at least two sets, all of
+    one metric, and the row has a value for every one of them; otherwise no average cell."""
+    averages = []
+    for table in dict.fromkeys(c.table for c in cells):
+        scored = [c for c in cells if c.table == table and c.headline and c.metric != "answers"]
+        sets = set(c.eval_set for c in scored)
+        metrics = set(c.metric for c in scored)
+        if len(sets) < 2 or len(metrics) != 1:
+            continue
+        for row in dict.fromkeys(c.row for c in scored):
+            values = {c.eval_set: c for c in scored if c.row == row and c.mean is not None}
+            if set(values) == sets:
+                first = next(iter(values.values()))
+                averages.append(Cell(table, row, first.loss, AVERAGE, first.metric,
+                                     statistics.fmean(c.mean for c in values.values()), None,
+                                     min(c.n for c in values.values()), headline=False))
+    return cells + averages
+
+
+@dataclasses.dataclass
+class PaperCell:
+    value: float
+    metric: Optional[str] = None   # None: the table's headline metric for that set
+    verified: Optional[bool] = None
+
+
 def load_reference(path: Path) -> dict:
-    """{table: {row: {eval_set: value}}} from data/paper_results.yaml (blank cells are absent or null)."""
+    """{table: {"rows_by": "row" | "loss", "cells": {row: {eval_set: PaperCell}}}} from data/paper_results.yaml.
+
+    A cell is a number or {value, metric, source, verified, note}; an absent or null cell is blank (unknown).
+    rows_by: loss matches a run to a paper row by its objective instead of its row name (Table 3: our rows are
+    tasks, the paper's rows objectives)."""
     import yaml
 
     if not path.exists():
         return {}
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {table: {row: dict(cells or {}) for row, cells in (spec.get("cells") or {}).items()}
-            for table, spec in (data.get("tables") or {}).items()}
+    tables = {}
+    for table, spec in (data.get("tables") or {}).items():
+        rows = {}
+        for row, cells in (spec.get("cells") or {}).items():
+            rows[row] = {}
+            for eval_set, cell in (cells or {}).items():
+                if isinstance(cell, dict):
+                    cell = None if cell.get("value") is None else \
+                        PaperCell(float(cell["value"]), cell.get("metric"), cell.get("verified"))
+                elif cell is not None:
+                    cell = PaperCell(float(cell))
+                if cell is not None:
+                    rows[row][eval_set] = cell
+        tables[table] = {"rows_by": spec.get("rows_by", "row"), "cells": rows}
+    return tables
+
+
+def attach_paper(cell: Cell, paper: dict) -> None:
+    spec = paper.get(cell.table)
+    if not spec:
+        return
+    key = cell.loss if spec["rows_by"] == "loss" else cell.row
+    entry = (spec["cells"].get(key) or {}).get(cell.eval_set)
+    if entry is not None and (entry.metric is None or entry.metric == cell.metric or cell.metric == "answers"):
+        cell.paper, cell.paper_verified = entry.value, entry.verified
 
 
 @dataclasses.dataclass
@@ -157,6 +224,9 @@ class Collected:
                      "| row | " + " | ".join(sets) + " |", "|---" * (len(sets) + 1) + "|"]
             for row in rows:
                 lines.append(f"| {row} | " + " | ".join(_markdown_cell(grid.get((row, s))) for s in sets) + " |")
+            if any(c.table == table and c.paper is not None and c.paper_verified is False for c in self.cells):
+                lines += ["", "Paper values from secondary sources, not yet checked against the paper's table "
+                              "(verified: false in data/paper_results.yaml)."]
             parts.append("\n".join(lines))
         return "\n\n".join(parts) + "\n" if parts else "(no metrics.json found)\n"
 
@@ -176,7 +246,7 @@ def _markdown_cell(cell: Optional[Cell]) -> str:
     if cell is None:
         return ""
     if cell.metric == "answers":
-        return "answers written"
+        return "answers written" + (f" [{cell.paper:.2f}]" if cell.paper is not None else "")
     text = "" if cell.mean is None else format_mean_std(cell.mean, cell.std if cell.n > 1 else None)
     if cell.paper is not None:
         text += f" [{cell.paper:.2f}, {cell.diff:+.2f}]" if cell.diff is not None else f" [{cell.paper:.2f}]"
@@ -198,10 +268,10 @@ def collect(root: Path | str, tables: Optional[Iterable[str]] = None,
         table = run_dir.parent.name
         if wanted is None or table in wanted:
             cells.extend(run_cells(run_dir, table, run_dir.name))
-    cells = merge_seeds(cells)
+    cells = add_averages(merge_seeds(cells))
     paper = load_reference(Path(reference))
     for cell in cells:
-        cell.paper = (paper.get(cell.table, {}).get(cell.row) or {}).get(cell.eval_set)
+        attach_paper(cell, paper)
     return Collected(cells)
 
 

@@ -97,6 +97,23 @@ def test_no_repeat_ngram_size_reaches_generate_and_is_recorded(tmp_path, checkpo
     assert passed == [3, 3] and results["uinst"]["settings"]["no_repeat_ngram_size"] == 3
 
 
+def test_gsm8k_headline_is_the_strict_accuracy(tmp_path, checkpoint, monkeypatch, capsys):
+    """The paper reports the strict '####' answer: it is the set's primary metric in metrics.json and in the summary
+    line; the loose extraction is recorded as secondary."""
+    import csd.evaluate
+
+    monkeypatch.setattr(csd.evaluate, "generate", lambda model, tokenizer, prompts, **settings: ["18"] * len(prompts))
+    gsm = fixture_config(tmp_path, "gsm8k", "gsm8k")
+    out = tmp_path / "eval"
+    run_evaluation(compose_eval([f"model.name_or_path={checkpoint}", f"eval_sets=[{gsm}]", "seeds=[10]",
+                                 f"output_dir={out}", "progress=false", "device=cpu"]))
+    result = json.loads((out / "metrics.json").read_text())["results"]["gsm8k"]
+    assert (result["primary"], result["secondary"]) == ("accuracy_strict", ["accuracy"])
+    # "18" without '####' is wrong under the strict rule (headline 0) though the loose one finds 18
+    assert result["mean"]["accuracy_strict"] == 0.0 and result["mean"]["accuracy"] > 0
+    assert "gsm8k        accuracy_strict    0.00" in capsys.readouterr().out
+
+
 def test_shipped_decoding_follows_the_release():
     """n-gram blocking 6 where the release evaluates with MiniLLM/DistiLLM's evaluate_main, 0 elsewhere."""
     expected = {"dolly": 6, "self_inst": 6, "vicuna": 6, "sinst": 6, "uinst": 6, "quickstart": 6, "tiny": 6,

@@ -70,7 +70,8 @@ def test_table_shape_reference_and_difference(outputs):
     root, reference = outputs
     collected = collect(root, reference=reference)
     rows, sets, grid = collected.grid("table1")
-    assert sorted(rows) == ["csd", "fkl"] and sets == ["dolly", "vicuna"]
+    assert sorted(rows) == ["csd", "fkl"] and sets == ["dolly", "vicuna", "average"]
+    assert grid[("csd", "average")].mean == pytest.approx((25.0 + 16.5) / 2) and grid[("csd", "average")].std is None
     csd = grid[("csd", "dolly")]
     assert (csd.mean, csd.std, csd.n, csd.paper, csd.diff) == (25.0, 0.5, 2, 24.0, pytest.approx(1.0))
     assert grid[("fkl", "dolly")].paper is None and grid[("fkl", "dolly")].diff is None  # blank reference
@@ -94,8 +95,9 @@ def test_markdown_and_csv(outputs, tmp_path):
     root, reference = outputs
     collected = main(["--root", str(root), "--reference", str(reference), "--out", str(tmp_path / "res")])
     markdown = (tmp_path / "res" / "results.md").read_text()
-    assert "| csd | 25.00 ± 0.50 [24.00, +1.00] | 16.50 ± 0.25 |" in markdown
-    assert "| fkl | 20.00 ± 0.50 | 15.00 ± 0.25 |" in markdown
+    assert "| row | dolly | vicuna | average |" in markdown
+    assert "| csd | 25.00 ± 0.50 [24.00, +1.00] | 16.50 ± 0.25 | 20.75 |" in markdown
+    assert "| fkl | 20.00 ± 0.50 | 15.00 ± 0.25 | 17.50 |" in markdown
     assert "| qwen | answers written |" in markdown
     assert "| tvd | 12.00 ± 2.00 |" in markdown
     rows = list(csv.DictReader(io.StringIO((tmp_path / "res" / "results.csv").read_text())))
@@ -106,9 +108,66 @@ def test_markdown_and_csv(outputs, tmp_path):
     assert fkl["paper"] == "" and fkl["diff"] == ""
 
 
-def test_paper_results_file_places_only_unambiguous_numbers():
-    data = yaml.safe_load((REPO / "data" / "paper_results.yaml").read_text())
-    placed = [(t, r, s, v) for t, spec in data["tables"].items() for r, cells in (spec.get("cells") or {}).items()
-              for s, v in cells.items()]
-    assert placed == [("table3", "gsm8k", "gsm8k", 25.78)]
-    assert sorted(v["value"] for v in data["unplaced"]["values"]) == [7.85, 12.06, 24.6, 24.94, 25.88]
+# ------------------------------------------------------------------ the shipped data/paper_results.yaml
+PAPER_FILE = REPO / "data" / "paper_results.yaml"
+TABLE1_SETS = ["dolly", "self_inst", "vicuna", "sinst", "uinst"]
+
+
+def placed_cells():
+    data = yaml.safe_load(PAPER_FILE.read_text())
+    return {(t, r, s): c for t, spec in data["tables"].items() for r, cells in (spec.get("cells") or {}).items()
+            for s, c in cells.items()}, data
+
+
+def test_paper_results_every_cell_has_source_and_is_unverified():
+    cells, data = placed_cells()
+    assert len(cells) == 4 * 6 + 1 + 3 * 3 + 2
+    assert all(isinstance(c["value"], float) and c["source"] and c["verified"] is False and c["metric"]
+               for c in cells.values())
+    # the numbers PAPER.md does not attribute to a row stay out of every cell
+    unplaced = sorted(v["value"] for v in data["unplaced"]["values"])
+    assert unplaced == [7.85, 21.81] and not {c["value"] for c in cells.values()} & set(unplaced)
+    # each Table 1 average is the mean of its five cells (two decimals)
+    for row in ("fkl", "rkl", "srkl", "csd"):
+        five = [cells[("table1", row, s)]["value"] for s in TABLE1_SETS]
+        assert cells[("table1", row, "average")]["value"] == pytest.approx(sum(five) / 5, abs=0.005), row
+    assert ("table1", "sft", "dolly") not in cells and ("table4", "gemma2", "mt_bench") not in cells
+
+
+def test_shipped_paper_values_beside_ours(tmp_path):
+    """Known cells appear with their value and the difference; unknown cells stay blank; a value is never put beside
+    another metric (Table 3's COMET beside our BLEU); GSM8K's headline is the strict accuracy."""
+    root = tmp_path / "outputs"
+    for row, base in (("csd", 25.0), ("sft", 20.0)):
+        write_eval(root / "table1" / row, {s: rouge_result(base + i, 0.1) for i, s in enumerate(TABLE1_SETS)})
+    (root / "table3" / "gsm8k").mkdir(parents=True)
+    (root / "table3" / "gsm8k" / "metrics.json").write_text(json.dumps({"loss": "csd"}))
+    write_eval(root / "table3" / "gsm8k", {"gsm8k": {  # a file without "primary": the fallback is the strict one
+        "metric": "gsm8k_accuracy", "seeds": [10], "mean": {"accuracy": 30.0, "accuracy_strict": 27.0},
+        "std": {"accuracy": 0.0, "accuracy_strict": 0.0}}})
+    (root / "table3" / "mt").mkdir(parents=True)
+    (root / "table3" / "mt" / "metrics.json").write_text(json.dumps({"loss": "csd"}))
+    write_eval(root / "table3" / "mt", {"translation": {"metric": "bleu", "seeds": [10], "mean": {"bleu": 9.0},
+                                                        "std": {"bleu": 0.0}}})
+    write_eval(root / "table4" / "qwen", {"mt_bench": {"format": "fastchat_model_answer", "answer_file": "x"}})
+    collected = collect(root, reference=PAPER_FILE)
+    rows, sets, grid = collected.grid("table1")
+    assert sets == [*TABLE1_SETS, "average"]
+    dolly = grid[("csd", "dolly")]
+    assert (dolly.paper, dolly.diff, dolly.paper_verified) == (24.94, pytest.approx(25.0 - 24.94), False)
+    average = grid[("csd", "average")]
+    assert (average.mean, average.paper, average.diff) == (27.0, 20.65, pytest.approx(27.0 - 20.65))
+    assert all(grid[("sft", s)].paper is None and grid[("sft", s)].diff is None for s in sets)   # unknown: blank
+    _, sets3, grid3 = collected.grid("table3")
+    assert sets3 == ["gsm8k", "gsm8k (accuracy)", "translation"]
+    strict, loose = grid3[("gsm8k", "gsm8k")], grid3[("gsm8k", "gsm8k (accuracy)")]
+    assert (strict.metric, strict.mean, strict.paper, strict.diff) == ("accuracy_strict", 27.0, 25.78,
+                                                                       pytest.approx(27.0 - 25.78))
+    assert (loose.metric, loose.mean, loose.paper) == ("accuracy", 30.0, None)
+    assert grid3[("mt", "translation")].paper is None        # the paper's 74.14 is COMET, ours BLEU
+    markdown = collected.markdown
+    assert "| csd | 25.00 ± 0.10 [24.94, +0.06] |" in markdown and "| 27.00 [20.65, +6.35] |" in markdown
+    assert "| sft | 20.00 ± 0.10 | 21.00 ± 0.10 |" in markdown
+    assert "| gsm8k | 27.00 [25.78, +1.22] | 30.00 |" in markdown
+    assert "| qwen | answers written [5.95] |" in markdown
+    assert "verified: false" in markdown

@@ -124,7 +124,8 @@ def test_tiny_table1_and_fig5a_end_to_end(tmp_path):
     run_script("fig5a_temperature.sh", "--tiny", f"output_root={tmp_path}", "train.max_steps=1")
     collected = collect(tmp_path)
     rows, sets, grid = collected.grid("table1")
-    assert rows == ["sft", "fkl", "rkl", "sfkl", "srkl", "js", "tvd", "ab", "dld", "csd"] and sets == INSTRUCTION_SETS
+    assert rows == ["sft", "fkl", "rkl", "sfkl", "srkl", "js", "tvd", "ab", "dld", "csd"]
+    assert sets == [*INSTRUCTION_SETS, "average"]
     assert all(grid[(r, s)].mean is not None and grid[(r, s)].metric == "rougeL" for r in rows for s in sets)
     rows, _, _ = collected.grid("fig5a_temperature")
     assert rows == ["csd_tau0.5", "csd_tau1.0", "csd_tau1.5", "csd_tau2.0"]
