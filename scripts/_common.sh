@@ -5,6 +5,7 @@
 #   --dry-run        print each run's resolved training config (YAML documents joined by ---), load nothing
 #   --tiny           the whole table on tiny models + fixture data in a few minutes (writes under output_root)
 #   --only ROW       only the named row(s) (repeatable); eval.<key>=<value> goes to csd.evaluate (eval.seeds=[10])
+#   --force          retrain rows already finished with the same config (they are skipped by default)
 # Environment: CSD_LAUNCH (default "python"; e.g. "accelerate launch --config_file configs/accelerate/zero3_bf16_4gpu.yaml")
 # prefixes "-m csd.train" in real runs; PYTHON picks the interpreter (default .venv/bin/python if present).
 set -euo pipefail
@@ -16,7 +17,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 
-MODE_ARGS=()     # --dry-run / --tiny / --only for run_table.py
+MODE_ARGS=()     # --dry-run / --tiny / --force / --only for run_table.py
 USER_OVERRIDES=()
 TINY_OVERRIDES=()  # extra overrides a table needs under --tiny (set by the table script)
 RUN_SPECS=()       # "ROW<TAB>EVAL_SETS<TAB>OVERRIDES" (overrides without spaces)
@@ -24,9 +25,9 @@ RUN_SPECS=()       # "ROW<TAB>EVAL_SETS<TAB>OVERRIDES" (overrides without spaces
 parse_args() {
   while (($#)); do
     case "$1" in
-      --dry-run|--tiny) MODE_ARGS+=("$1") ;;
+      --dry-run|--tiny|--force) MODE_ARGS+=("$1") ;;
       --only) MODE_ARGS+=(--only "$2"); shift ;;
-      -h|--help) grep '^#' "$0" | tail -n +2 | sed 's/^# \{0,1\}//'; sed -n '4,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) grep '^#' "$0" | tail -n +2 | sed 's/^# \{0,1\}//'; sed -n '4,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) USER_OVERRIDES+=("$1") ;;
     esac
     shift

@@ -16,6 +16,9 @@ Overrides apply in this order: the row's, then --tiny's, then the user's (last w
 --tiny      tiny random models (built once under <output_root>/tiny_models), the fixture data (tests/fixtures),
             2 optimizer steps, evaluation on the fixture copy of each eval set (4 prompts, 8 new tokens, 1 seed);
             runs in this process. Otherwise each run is ``$CSD_LAUNCH -m csd.train`` then ``python -m csd.evaluate``.
+--force     rerun every row. Without it a row whose training finished with the same resolved config (its
+            metrics.json, written last, and an identical config.yaml) is not trained again, and its evaluation
+            is not redone if eval/metrics.json exists: rerunning an interrupted table continues where it stopped.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-from csd.config import compose  # noqa: E402
+from csd.config import compose, resolved_yaml  # noqa: E402
 
 TINY_TRAIN = [  # appended under --tiny; {root} = output_root, {tiny_data} = fixture copies of configs/data
     "model=tiny", "model.teacher.name_or_path={root}/tiny_models/teacher", "model.student.name_or_path={root}/tiny_models/student",
@@ -97,6 +100,17 @@ def output_root_of(user: list[str], default: str = "outputs") -> str:
     return values[-1] if values else default
 
 
+def finished(cfg) -> bool:
+    """The run's training completed with exactly this config (metrics.json is written at the very end)."""
+    output_dir = Path(cfg.output_dir)
+    return (output_dir / "metrics.json").exists() and (output_dir / "config.yaml").exists() and \
+        (output_dir / "config.yaml").read_text() == resolved_yaml(cfg)
+
+
+def evaluated(output_dir: Path) -> bool:
+    return (output_dir / "eval" / "metrics.json").exists()
+
+
 def checkpoint_of(output_dir: Path) -> Path:
     """best/ (kept by validation) if the run made one, else final/."""
     return output_dir / "best" if (output_dir / "best").exists() else output_dir / "final"
@@ -117,15 +131,17 @@ def dry_run(runs: list[Run], table: str, user: list[str], tiny: list[str] | None
 
 
 def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str], tiny_data: Path,
-                   eval_user: list[str]) -> None:
+                   eval_user: list[str], force: bool = False) -> None:
     from csd.evaluate import run_evaluation
     from csd.train import run as train
 
     for r in runs:
         cfg = compose(train_overrides(r, table, user, tiny))
-        print(f"== {table}/{r.row}: training", flush=True)
-        train(cfg)
-        if r.eval_sets:
+        skip = not force and finished(cfg)
+        print(f"== {table}/{r.row}: " + ("finished with this config, not trained again" if skip else "training"), flush=True)
+        if not skip:
+            train(cfg)
+        if r.eval_sets and not (skip and evaluated(Path(cfg.output_dir))):
             sets = [str(tiny_data / f"{name}.yaml") if (tiny_data / f"{name}.yaml").exists() else name for name in r.eval_sets]
             evaluation = compose([*eval_overrides(r, Path(cfg.output_dir), sets, cfg.model.student), *TINY_EVAL,
                                   *eval_user],
@@ -134,14 +150,18 @@ def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str]
             run_evaluation(evaluation)
 
 
-def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str]) -> None:
+def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str], force: bool = False) -> None:
     launch = shlex.split(os.environ.get("CSD_LAUNCH", "")) or [sys.executable]
     for r in runs:
         overrides = train_overrides(r, table, user, None)
         cfg = compose(overrides)
-        print(f"== {table}/{r.row}: {' '.join(launch)} -m csd.train {' '.join(overrides)}", flush=True)
-        subprocess.run([*launch, "-m", "csd.train", *overrides], check=True)
-        if r.eval_sets:
+        skip = not force and finished(cfg)
+        if skip:
+            print(f"== {table}/{r.row}: finished with this config, not trained again", flush=True)
+        else:
+            print(f"== {table}/{r.row}: {' '.join(launch)} -m csd.train {' '.join(overrides)}", flush=True)
+            subprocess.run([*launch, "-m", "csd.train", *overrides], check=True)
+        if r.eval_sets and not (skip and evaluated(Path(cfg.output_dir))):
             command = [sys.executable, "-m", "csd.evaluate",
                        *eval_overrides(r, Path(cfg.output_dir), r.eval_sets, cfg.model.student), *eval_user]
             print(f"== {table}/{r.row}: {' '.join(command[1:])}", flush=True)
@@ -153,6 +173,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--table", required=True, help="experiment_name shared by every run (the W&B group)")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--force", action="store_true", help="rerun rows whose training already finished")
     parser.add_argument("--only", action="append", default=[], help="run only this row (repeatable)")
     parser.add_argument("--tiny-override", action="append", default=[], help="extra override under --tiny")
     parser.add_argument("overrides", nargs="*")
@@ -176,9 +197,9 @@ def main(argv: list[str]) -> None:
     if args.tiny:
         ensure_tiny_models(root)
         fixture_data_configs(tiny_data)
-        run_in_process(runs, args.table, user, tiny, tiny_data, eval_user)
+        run_in_process(runs, args.table, user, tiny, tiny_data, eval_user, args.force)
     else:
-        run_subprocesses(runs, args.table, user, eval_user)
+        run_subprocesses(runs, args.table, user, eval_user, args.force)
     from collect_results import collect
 
     print(collect(root, tables=[args.table]).markdown)
