@@ -84,6 +84,9 @@ def write_pairs(teacher: list[dict], student: list[dict], output_dir: Path, test
 
 
 def main(argv: list[str]) -> None:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip() + "\n\nDefaults:\n" + OmegaConf.to_yaml(OmegaConf.create(DEFAULTS)).rstrip())
+        return
     cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
     data_cfg = OmegaConf.to_container(load_data_config(cfg.data), resolve=True)
     output_dir = resolve_path(cfg.output_dir)

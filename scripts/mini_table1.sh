@@ -9,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python )}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
+for arg in "$@"; do
+  if [[ "$arg" == -h || "$arg" == --help ]]; then
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    exec "$PYTHON" scripts/mini_table1.py --help
+  fi
+done
 OUT="${MINI_OUT:-docs/results}"
 start=$(date +%s)
 "$PYTHON" scripts/mini_table1.py --threads 1 --out "$OUT" train.max_steps=24 "$@"

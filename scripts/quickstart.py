@@ -28,6 +28,8 @@ from csd.models import keep_layers, load_model, load_tokenizer
 from csd.train import Models, run
 
 OBJECTIVES = ("csd", "fkl")
+LABELS = {"teacher": "teacher (SmolLM2-135M-Instruct)", "student_init": "student before distillation",
+          "csd": "student after CSD (S,S)", "fkl": "student after FKL"}  # the rows of the README's table
 
 
 def score(model, tokenizer, examples, cfg) -> dict:
@@ -49,7 +51,7 @@ def main(overrides: list[str]) -> dict:
     teacher = load_model(base.model.teacher).eval().requires_grad_(False)
     student_init = keep_layers(teacher, list(base.model.student.keep_layers)).requires_grad_(True)
     count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
-    print(f"teacher {count(teacher):.0f}M parameters, student {count(student_init):.0f}M "
+    print(f"teacher {count(teacher):.1f}M parameters, student {count(student_init):.1f}M "
           f"({len(base.model.student.keep_layers)} of {teacher.config.num_hidden_layers} layers)", flush=True)
     test = load_examples(base.data, "test", tokenizer)
 
@@ -65,12 +67,15 @@ def main(overrides: list[str]) -> dict:
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
 
     print(f"\nROUGE-L (%) on {len(test)} test prompts, references by the teacher (greedy); sampled responses, seed {base.train.seed}")
-    print(f"| model | ROUGE-L |\n|---|---|")
+    print("| model | ROUGE-L (%) |\n|---|---|")
     for name in ("teacher", "student_init", *OBJECTIVES):
-        print(f"| {name} | {results[name]['rougeL']:.2f} |")
+        print(f"| {LABELS[name]} | {results[name]['rougeL']:.2f} |")
     print(f"\nwall time {results['wall_s']:.0f} s; wrote {out / 'summary.json'}")
     return results
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        sys.exit(0)
     main(sys.argv[1:])
