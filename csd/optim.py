@@ -6,13 +6,17 @@ import math
 import torch
 from torch import nn
 
+from csd.distributed import full_shape
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Biases and norm weights (every parameter with fewer than 2 dimensions) get no weight decay."""
+    """Biases and norm weights (every parameter with fewer than 2 dimensions) get no weight decay.
+
+    Dimensions are those of the full parameter: ZeRO-3 partitions at load and leaves a 1-D shard behind."""
     decay, no_decay = [], []
     for parameter in model.parameters():
         if parameter.requires_grad:
-            (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+            (decay if len(full_shape(parameter)) >= 2 else no_decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
