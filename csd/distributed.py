@@ -79,6 +79,14 @@ def make_accelerator(cfg: DictConfig):
     return accelerator
 
 
+def check_launch(cfg: DictConfig, accelerator) -> None:
+    """Settings this launch cannot honour, refused before any model loads."""
+    if zero_stage(accelerator) == 3 and cfg.model.student.get("keep_layers"):
+        raise ValueError("model.student.keep_layers cuts a loaded model, but ZeRO-3 partitions models as they load; "
+                         "cut it once in a single process (csd.models.load_model(student node).save_pretrained(dir)) "
+                         "and point model.student.name_or_path at that directory")
+
+
 def zero_stage(accelerator) -> int:
     """0 without DeepSpeed, else the ZeRO stage (an object without accelerate state counts as no DeepSpeed)."""
     plugin = getattr(getattr(accelerator, "state", None), "deepspeed_plugin", None)

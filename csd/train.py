@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from csd.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_model
 from csd.config import distillation_enabled, loss_kwargs, validate_train_config
 from csd.data import TrainCollator, build_dataset, pad_token_id_of
-from csd.distributed import (gathered_in_backward, gathered_under_zero3, make_accelerator, prepare_teacher,
+from csd.distributed import (check_launch, gathered_in_backward, gathered_under_zero3, make_accelerator, prepare_teacher,
                              synced_generation, unwrap_teacher)
 from csd.logger import RunLogger
 from csd.losses import IGNORE_INDEX, get_loss
@@ -258,6 +258,7 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg)
+    check_launch(cfg, accelerator)
     check_onpolicy_config(cfg, accelerator)
     set_seed(cfg.train.seed, device_specific=True)  # + process index: ranks draw different dropout masks
     distil = distillation_enabled(cfg)
