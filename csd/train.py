@@ -31,6 +31,7 @@ from csd.distributed import (check_launch, gathered_in_backward, gathered_under_
                              synced_generation, unwrap_teacher)
 from csd.logger import RunLogger
 from csd.losses import IGNORE_INDEX, get_loss
+from csd.losses.cross_entropy import chunked_cross_entropy
 from csd.losses.fused import fused_linear_loss_with
 from csd.models import base_causal_lm, hidden_states_before_head, load_model, load_tokenizer, shared_vocab_size
 from csd.onpolicy import build_batch_source, build_lm_batches, check_config as check_onpolicy_config
@@ -87,7 +88,11 @@ def optimizer_windows(num_examples: int, cfg: DictConfig, world: int, epoch: int
 
 
 def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictConfig, accelerator) -> dict:
-    """Σ distillation loss, Σ CE and the number of target tokens of one micro-batch (CE without grad when unused)."""
+    """One micro-batch: ``loss`` = (1 − kd_ratio)·Σ CE + kd_ratio·Σ distillation (differentiable), the detached
+    sums ``kd`` and ``ce`` for logging, and the number of target ``tokens``.
+
+    No float32 copy of the (B, T, V) logits is made: CE and the objective run chunk by chunk, and CE keeps a
+    gradient buffer only when its weight is non-zero."""
     targets = shift_labels(batch["labels"])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     kd_ratio = cfg.train.kd_ratio if objective is not None else 0.0
@@ -101,31 +106,26 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
         head = base_causal_lm(unwrapped).get_output_embeddings().weight
         teacher_head = teacher_module.get_output_embeddings().weight
         with gathered_under_zero3(accelerator, head, teacher_head):  # ZeRO-3 shards the heads: gather them
-            kd = fused_linear_loss_with(objective, hidden.flatten(0, 1), head[: models.vocab],
-                                        teacher_hidden.flatten(0, 1), teacher_head[: models.vocab],
-                                        targets.flatten(), reduction="sum")
-        sums["kd"] = gathered_in_backward(accelerator, kd, head)
-        sums["ce"] = torch.full((), float("nan"), device=targets.device)  # not computed: it needs the full logits
+            loss = fused_linear_loss_with(objective, hidden.flatten(0, 1), head[: models.vocab],
+                                          teacher_hidden.flatten(0, 1), teacher_head[: models.vocab],
+                                          targets.flatten(), reduction="sum", kd_weight=kd_ratio,
+                                          ce_weight=1.0 - kd_ratio, parts=sums)
+        sums["loss"] = gathered_in_backward(accelerator, loss, head)
         return sums
     logits = student(**inputs, use_cache=False).logits
     with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio < 1.0):
-        sums["ce"] = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        ce = chunked_cross_entropy(logits, targets, reduction="sum")
+    sums["ce"], sums["loss"] = ce.detach(), ce
     if objective is not None:
         with torch.no_grad(), accelerator.autocast():
             teacher_logits = models.teacher(**inputs, use_cache=False).logits
         vocab = models.vocab
         if logits.shape[-1] != vocab or teacher_logits.shape[-1] != vocab:
             logits, teacher_logits = logits[..., :vocab], teacher_logits[..., :vocab]
-        sums["kd"] = objective(logits, teacher_logits, targets, reduction="sum")
+        kd = objective(logits, teacher_logits, targets, reduction="sum")
+        sums["kd"] = kd.detach()
+        sums["loss"] = kd if kd_ratio >= 1.0 else (1.0 - kd_ratio) * ce + kd_ratio * kd
     return sums
-
-
-def combined_loss(sums: dict, kd_ratio: float) -> torch.Tensor:
-    if "kd" not in sums:
-        return sums["ce"]
-    if kd_ratio >= 1.0:
-        return sums["kd"]
-    return (1.0 - kd_ratio) * sums["ce"] + kd_ratio * sums["kd"]
 
 
 class ReferenceBatches:
@@ -144,8 +144,7 @@ class ReferenceBatches:
 def lm_cross_entropy_sum(student, batch: dict) -> torch.Tensor:
     """Σ CE over the target tokens of a pretraining-corpus batch (the lm_coef term)."""
     logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    return F.cross_entropy(logits.flatten(0, 1).float(), shift_labels(batch["labels"]).flatten(),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return chunked_cross_entropy(logits, shift_labels(batch["labels"]), reduction="sum")
 
 
 def global_token_count(batches: list, accelerator) -> float:
@@ -172,7 +171,7 @@ def train_step(window, batch_source, student, models, objective, optimizer, sche
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.accumulate(student):
             sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator)
-            loss = combined_loss(sums, cfg.train.kd_ratio) * scale
+            loss = sums["loss"] * scale
             if corpus_batch is not None:  # one backward for both: DeepSpeed counts a micro-step per backward
                 sums["lm_ce"] = lm_cross_entropy_sum(student, {k: v.to(accelerator.device) for k, v in corpus_batch.items()})
                 loss = loss + lm_scale * sums["lm_ce"]
@@ -262,8 +261,6 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     check_onpolicy_config(cfg, accelerator)
     set_seed(cfg.train.seed, device_specific=True)  # + process index: ranks draw different dropout masks
     distil = distillation_enabled(cfg)
-    if distil and cfg.loss.get("fused", False) and cfg.train.kd_ratio < 1.0:
-        raise ValueError("loss.fused=true computes no logits, so it needs train.kd_ratio=1.0 (no cross-entropy term)")
     models = models or build_models(cfg)
     objective = get_loss(cfg.loss.name, **loss_kwargs(cfg.loss)) if distil else None
     if distil and cfg.loss.get("fused", False):

@@ -3,7 +3,8 @@
 Tokens are processed in chunks: the chunk's student and teacher logits are computed from the hidden states
 (the teacher's under no_grad), the objective gives the chunk's value and gradient w.r.t. the logits, and that
 gradient is pushed straight through the head into preallocated buffers for the hidden states and the head
-weight.  Peak extra memory is O(chunk · V + V · H) instead of O(N · V).
+weight.  Peak extra memory is O(chunk · V + V · H) instead of O(N · V).  The hard cross-entropy of the same
+chunk can be mixed in (``ce_weight``), so runs with ``train.kd_ratio < 1`` keep the saving.
 """
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ import torch
 from torch import Tensor
 
 from csd.losses.base import DEFAULT_CHUNK_ELEMENTS, Objective, kept_rows, scaled_gradient, upcast
+from csd.losses.cross_entropy import cross_entropy_value_and_grad
 
 
 class _FusedLinearLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, student_hidden, student_weight, teacher_hidden, teacher_weight, rows, scale, objective, chunk, need_grad):
-        total = torch.zeros((), dtype=upcast(student_hidden[:0]).dtype, device=student_hidden.device)
+    def forward(ctx, student_hidden, student_weight, teacher_hidden, teacher_weight, rows, targets, scale, objective,
+                chunk, need_grad, kd_weight, ce_weight, parts):
+        dtype = upcast(student_hidden[:0]).dtype
+        kd_total = torch.zeros((), dtype=dtype, device=student_hidden.device)
+        ce_total = torch.zeros((), dtype=dtype, device=student_hidden.device)
+        want_ce = ce_weight != 0.0 or parts is not None
         grad_hidden = torch.zeros_like(student_hidden) if need_grad else None
         # The head gradient sums over every token: accumulate in float32 whatever the weight dtype.
         grad_weight = torch.zeros_like(student_weight, dtype=upcast(student_weight[:0]).dtype) if need_grad else None
@@ -29,20 +35,28 @@ class _FusedLinearLoss(torch.autograd.Function):
             with torch.no_grad():
                 teacher_logits = teacher_hidden[index] @ teacher_weight.T
             loss, logit_grad = objective.chunk_value_and_grad(student_logits, teacher_logits, need_grad)
-            total += loss.sum()
+            kd_total += loss.sum()
+            if want_ce:  # the hard loss of the same chunk, from the logits it already has (Liger's weight_hard_loss)
+                ce, ce_grad = cross_entropy_value_and_grad(upcast(student_logits.detach()), targets[index],
+                                                           need_grad and ce_weight != 0.0)
+                ce_total += ce.sum()
             if need_grad:
-                logit_grad = logit_grad * scale
+                logit_grad = logit_grad * (kd_weight * scale)
+                if ce_weight != 0.0:
+                    logit_grad += ce_grad * (ce_weight * scale)
                 grad_hidden.index_copy_(0, index, (logit_grad.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype))
                 grad_weight += logit_grad.T.to(grad_weight.dtype) @ upcast(hidden).to(grad_weight.dtype)
         if need_grad:
             grad_weight = grad_weight.to(student_weight.dtype)
+        if parts is not None:
+            parts["kd"], parts["ce"] = kd_total.detach() * scale, ce_total.detach() * scale
         ctx.save_for_backward(grad_hidden, grad_weight)
-        return total * scale
+        return (kd_weight * kd_total + ce_weight * ce_total) * scale
 
     @staticmethod
     def backward(ctx, grad_output):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return (scaled_gradient(grad_hidden, grad_output), scaled_gradient(grad_weight, grad_output)) + (None,) * 7
+        return (scaled_gradient(grad_hidden, grad_output), scaled_gradient(grad_weight, grad_output)) + (None,) * 11
 
 
 def check_fused_shapes(student_hidden: Tensor, student_head_weight: Tensor, teacher_hidden: Tensor,
@@ -68,12 +82,16 @@ def check_fused_shapes(student_hidden: Tensor, student_head_weight: Tensor, teac
 
 def fused_linear_loss_with(objective: Objective, student_hidden: Tensor, student_head_weight: Tensor,
                            teacher_hidden: Tensor, teacher_head_weight: Tensor, labels: Tensor,
-                           chunk_size: Optional[int] = None, reduction: str = "mean") -> Tensor:
+                           chunk_size: Optional[int] = None, reduction: str = "mean", *, kd_weight: float = 1.0,
+                           ce_weight: float = 0.0, parts: Optional[dict] = None) -> Tensor:
+    """``kd_weight · objective + ce_weight · CE`` on ``hidden @ weight.T`` logits, chunk by chunk; ``labels`` (N,)
+    are the target token ids (−100 = ignored). ``parts``, if given, receives the detached ``kd`` and ``ce``
+    values (same reduction) — the cross-entropy then costs one logsumexp per chunk even when its weight is 0."""
     check_fused_shapes(student_hidden, student_head_weight, teacher_hidden, teacher_head_weight, labels)
     rows, scale = kept_rows(labels, reduction)
     need_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head_weight.requires_grad)
     chunk = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // student_head_weight.shape[0])
     return _FusedLinearLoss.apply(
         student_hidden, student_head_weight, teacher_hidden.detach(), teacher_head_weight.detach(),
-        rows, scale, objective, chunk, need_grad,
+        rows, labels, scale, objective, chunk, need_grad, float(kd_weight), float(ce_weight), parts,
     )
