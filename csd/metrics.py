@@ -132,7 +132,7 @@ def extract_gsm8k_answer(text: str, strict: bool = False) -> float | None:
     without '####', the last number in the text unless strict. None when there is none."""
     text = text or ""
     if "####" in text:
-        return _to_number(text.split("####", 1)[1].split("\n", 1)[0], whole=strict)
+        return _to_number(text.split("####")[1].split("\n")[0], whole=strict)  # eval_gsm.py, character for character
     if strict:
         return None
     numbers = _NUMBER.findall(text.replace("$", ""))

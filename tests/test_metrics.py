@@ -3,10 +3,12 @@
 ROUGE-L F = 2PR/(P+R) with P = LCS/|pred|, R = LCS/|ref| over rouge-score tokens
 (lower-cased, non-alphanumerics split off, Porter-stemmed for MiniLLM's ROUGE-L).
 """
+import math
+
 import pytest
 
-from csd.metrics import (bleu, compute_metric, extract_gsm8k_answer, gsm8k_accuracy, numbers_match, rouge_l,
-                         rouge_scores)
+from csd.metrics import (bleu, compute_metric, extract_gsm8k_answer, gsm8k_accuracy, normalize_answer, numbers_match,
+                         rouge_l, rouge_scores)
 
 
 def test_rouge_l_hand_computed():
@@ -109,6 +111,10 @@ def test_compute_metric_dispatch():
     ("#### 72 dollars", None),                       # words on the line: not a number
     ("#### 1/0", None),
     ("The answer is 72.", None),                     # no '####': wrong
+    ("#### 5 #### 7", 5.0),                          # split('####')[1]: the text between the first two marks
+    ("#### 72\n9\n8", 72.0),                         # the first line, not all but the last
+    ("#### $18", 18.0),                              # '$' and '%' ignored
+    ("#### 50%", 50.0),
 ])
 def test_gsm8k_strict_extraction_follows_the_authors_grader(text, expected):
     assert extract_gsm8k_answer(text, strict=True) == expected
@@ -129,3 +135,63 @@ def test_gsm8k_accuracy_strict_and_lenient_by_hand():
     assert scores["accuracy"] == pytest.approx(100.0)
     assert gsm8k_accuracy(["#### 7\n#### 5"], ["5"])["accuracy_strict"] == 0.0
     assert gsm8k_accuracy(["#### 1/2"], ["1"])["accuracy_strict"] == 0.0
+
+
+def test_gsm8k_lenient_fallback_keeps_the_sign_before_a_currency_sign():
+    assert extract_gsm8k_answer("He lost -$5 in total") == -5.0
+
+
+def test_gsm8k_reference_solution_is_read_after_its_marks():
+    # a full solution as reference: its answer is after '####', not its first number (48)
+    assert gsm8k_accuracy(["#### 72"], ["She sold 48/2 = 24 clips.\n#### 72"])["accuracy_strict"] == 100.0
+
+
+def test_gsm8k_percentage_rule_both_ways():
+    assert numbers_match(5000.0, 50.0) and numbers_match(0.5, 50.0)
+    assert not numbers_match(5050.0, 50.0) and not numbers_match(500.0, 50.0)
+
+
+def test_normalize_answer_by_hand():
+    assert normalize_answer("The  Cat, sat!") == "the cat sat"
+
+
+def test_exact_match_and_rouge_are_means_over_examples():
+    scores = rouge_l(["the cat", "a dog", "x"], ["The cat!", "a dog", "y"])
+    assert scores["exact_match"] == pytest.approx(200 / 3) and scores["rougeL"] == pytest.approx(200 / 3)
+    scores = rouge_scores(["a b", "c d", "e"], ["a b", "c d", "f"])
+    assert all(scores[t] == pytest.approx(200 / 3) for t in ("rouge1", "rouge2", "rougeL", "rougeLsum"))
+
+
+def test_empty_inputs_missing_predictions_and_references():
+    assert rouge_l([], []) == {"rougeL": 0.0, "exact_match": 0.0}
+    assert rouge_scores([], []) == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "rougeLsum": 0.0}
+    assert bleu([], []) == {"bleu": 0.0}
+    assert gsm8k_accuracy([], []) == {"accuracy": 0.0, "accuracy_strict": 0.0}
+    assert rouge_l([None], ["xxxx"]) == {"rougeL": 0.0, "exact_match": 0.0}      # a missing prediction scores 0
+    assert rouge_scores([None], ["xxxx"])["rouge1"] == 0.0
+    # BLEU of a missing prediction: the other example alone is a perfect match, so only the brevity penalty remains
+    assert bleu([None, "a b c d e"], ["XXXX", "a b c d e"])["bleu"] == pytest.approx(100 * math.exp(1 - 6 / 5))
+    assert rouge_l(["a"], [[]]) == {"rougeL": 0.0, "exact_match": 0.0}           # an example without references
+    assert rouge_scores(["a"], [[]])["rougeL"] == 0.0
+
+
+@pytest.mark.parametrize("metric", [rouge_l, rouge_scores, bleu, gsm8k_accuracy])
+def test_length_mismatch_is_an_error_naming_both_counts(metric):
+    with pytest.raises(ValueError, match=r"^2 predictions but 1 (references|answers)$"):
+        metric(["a", "b"], ["a"])
+
+
+def test_bleu_needs_the_same_number_of_references():
+    with pytest.raises(ValueError, match="^sacreBLEU needs the same number of references for every example$"):
+        bleu(["a", "b"], [["a"], ["b", "c"]])
+
+
+def test_compute_metric_dispatches_every_metric():
+    examples = [{"references": ["the cat sat here"], "response": "x\n#### 4"}, {"references": ["a b c d e"], "response": "#### 5", "answer": "6"}]
+    predictions = ["the cat sat here", "a b c d e"]
+    assert compute_metric("rouge", predictions, examples) == rouge_scores(predictions, [["the cat sat here"], ["a b c d e"]])
+    assert compute_metric("rouge", predictions, examples)["rouge2"] == pytest.approx(100.0)
+    assert compute_metric("bleu", predictions, examples)["bleu"] == pytest.approx(100.0)
+    # the answer field when there is one, else the response's '####' answer
+    assert compute_metric("gsm8k_accuracy", ["#### 4", "#### 6"], examples)["accuracy_strict"] == 100.0
+    assert compute_metric("gsm8k_accuracy", ["#### 4", "#### 5"], examples)["accuracy_strict"] == 50.0
