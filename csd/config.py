@@ -8,22 +8,54 @@ from typing import Iterable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PATH_KEYS = ("name_or_path", "tokenizer", "peft_path", "gguf_file", "path")
+
+
+def _is_path(key: str, value: str) -> bool:
+    """A model/data location: its own bytes say nothing about the run, and they can be long and host-specific."""
+    last = key.rsplit(".", 1)[-1]
+    return last in PATH_KEYS or last.endswith(("_path", "_dir", "_file")) or "/" in value or "\\" in value
+
+
+def run_name_from_overrides(objective: str, overrides: Iterable[str], exclude: Iterable[str] = ()) -> str:
+    """``<objective>[,<key>=<value>...][,paths-<hash>]``: the same string names the directory and the W&B run.
+
+    Kept: the command-line overrides that change the result, sorted, ``loss.`` dropped from the objective's own
+    options (``csd,optim.lr=5e-4,temperature=1.5``). Left out: keys in ``exclude`` and everything under them
+    (bookkeeping such as logger.*, output_root, train.resume; configs/config.yaml) and ``loss=`` (the objective
+    leads the name). Path-valued overrides (model and data locations, hub ids) become one short hash of all of
+    them, so runs that differ only in a path still get their own directory. Past 120 characters the name keeps its
+    leading items and ends in ``more-<hash of the full name>``."""
+    exclude = list(exclude)
+    kept, paths = [], []
+    for line in overrides:
+        deleted = line.startswith("~")
+        key, _, value = line.lstrip("+~").partition("=")
+        if key in ("loss", "loss.name") or any(key == k or key.startswith(k + ".") for k in exclude):
+            continue
+        if _is_path(key, value):
+            paths.append(f"{key}={value}")
+        else:
+            short = key.removeprefix("loss.")
+            kept.append(f"~{short}" if deleted else f"{short}={value}")
+    kept.sort()
+    if paths:
+        kept.append("paths-" + hashlib.sha1("\n".join(sorted(paths)).encode()).hexdigest()[:6])
+    name = ",".join([objective, *kept]).replace("/", "-")
+    if len(name) > 120:  # whole items up to 100 characters, then a hash of the full name: short and still unique
+        name = f"{name[:100].rsplit(',', 1)[0]},more-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
 
 
 def _run_name(objective: str) -> str:
-    """The objective plus the command-line overrides, so every run of a sweep gets its own directory."""
+    """The run name of this Hydra job (see run_name_from_overrides); the objective alone outside a Hydra job."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        overrides = HydraConfig.get().job.override_dirname
+        hydra_cfg = HydraConfig.get()
     except (ImportError, ValueError):
-        overrides = ""
-    if not overrides:
         return objective
-    name = f"{objective},{overrides}".replace("/", "-")
-    if len(name) > 120:  # keep paths short and still unique
-        name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:10]}"
-    return name
+    return run_name_from_overrides(objective, hydra_cfg.overrides.task, hydra_cfg.job.config.override_dirname.exclude_keys)
 
 
 if not OmegaConf.has_resolver("csd.run_name"):
@@ -119,5 +151,5 @@ def maybe(value, default=None):
     return default if value is None else value
 
 
-__all__ = ["CONFIG_DIR", "compose", "group_options", "validate_train_config", "distillation_enabled", "loss_kwargs",
+__all__ = ["CONFIG_DIR", "compose", "run_name_from_overrides", "group_options", "validate_train_config", "distillation_enabled", "loss_kwargs",
            "resolved_yaml", "maybe"]
