@@ -75,6 +75,11 @@ def load_tokenizer(spec: Any):
 
 def load_model(spec: Any, dtype: Optional[str] = None) -> nn.Module:
     """A causal LM from a model node: loaded, LoRA-merged, layer-cut and LoRA-wrapped as the node says."""
+    return derive_student(load_weights(spec, dtype), spec)
+
+
+def load_weights(spec: Any, dtype: Optional[str] = None) -> nn.Module:
+    """The node's checkpoint as loaded (GGUF dequantised, ``peft_path`` merged), before any cut or LoRA."""
     from transformers import AutoModelForCausalLM
 
     source, extra = _source(spec)
@@ -96,11 +101,35 @@ def load_model(spec: Any, dtype: Optional[str] = None) -> nn.Module:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, _get(spec, "peft_path")).merge_and_unload()
+    return model
+
+
+def derive_student(model: nn.Module, spec: Any) -> nn.Module:
+    """``keep_layers`` and ``lora`` of a node applied to loaded weights (a cut is a copy; LoRA wraps in place)."""
     if _get(spec, "keep_layers"):
         model = keep_layers(model, list(_get(spec, "keep_layers")))
     if _get(spec, "lora"):
         model = apply_lora(model, _get(spec, "lora"))
     return model
+
+
+WEIGHT_KEYS = ("name_or_path", "gguf_file", "dtype", "peft_path")
+TOKENIZER_KEYS = ("name_or_path", "gguf_file", "tokenizer")
+
+
+def same_source(a: Any, b: Any, keys: Sequence[str] = WEIGHT_KEYS) -> bool:
+    return all(_get(a, key) == _get(b, key) for key in keys)
+
+
+def load_teacher_and_student(teacher_spec: Any, student_spec: Any) -> tuple[nn.Module, nn.Module]:
+    """Both models; a student cut from the teacher's own checkpoint (the quickstart) is cut in memory from the
+    loaded teacher instead of loading (and dequantising) the same file twice."""
+    teacher = load_weights(teacher_spec)
+    if same_source(teacher_spec, student_spec) and (_get(student_spec, "keep_layers") or _get(student_spec, "lora")):
+        student = derive_student(teacher if _get(student_spec, "keep_layers") else copy.deepcopy(teacher), student_spec)
+    else:
+        student = load_model(student_spec)
+    return teacher.eval().requires_grad_(False), student
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -33,7 +33,8 @@ from csd.logger import RunLogger
 from csd.losses import IGNORE_INDEX, get_loss
 from csd.losses.cross_entropy import chunked_cross_entropy
 from csd.losses.fused import fused_linear_loss_with
-from csd.models import base_causal_lm, hidden_states_before_head, load_model, load_tokenizer, shared_vocab_size
+from csd.models import (TOKENIZER_KEYS, base_causal_lm, hidden_states_before_head, load_model, load_teacher_and_student,
+                        load_tokenizer, same_source, shared_vocab_size)
 from csd.onpolicy import build_batch_source, build_lm_batches, check_config as check_onpolicy_config
 from csd.optim import build_optimizer, build_scheduler
 
@@ -60,11 +61,12 @@ class TrainState:
 
 def build_models(cfg: DictConfig) -> Models:
     tokenizer = load_tokenizer(cfg.model.student)
-    student = load_model(cfg.model.student)
     if not distillation_enabled(cfg):
-        return Models(student, tokenizer)
-    teacher = load_model(cfg.model.teacher).eval().requires_grad_(False)
-    vocab = shared_vocab_size(tokenizer, load_tokenizer(cfg.model.teacher), student, teacher)
+        return Models(load_model(cfg.model.student), tokenizer)
+    teacher, student = load_teacher_and_student(cfg.model.teacher, cfg.model.student)
+    shared = same_source(cfg.model.teacher, cfg.model.student, TOKENIZER_KEYS)
+    teacher_tokenizer = tokenizer if shared else load_tokenizer(cfg.model.teacher)
+    vocab = shared_vocab_size(tokenizer, teacher_tokenizer, student, teacher)
     return Models(student, tokenizer, teacher, vocab)
 
 

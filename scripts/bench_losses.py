@@ -28,7 +28,20 @@ CASES = {
     "csd": ("csd.losses get_loss('csd')", False),
     "plain_linear_csd": ("both logits (h @ W.T) + plain float32 CSD", True),
     "fused_csd": ("csd.losses fused_linear_loss('csd')", True),
+    # The peer: Liger-Kernel's chunked fused-linear JSD (optional: pip install liger-kernel), same inputs.
+    "fused_js": ("csd.losses fused_linear_loss('js') (λ 0.9 = Liger beta 0.1)", True),
+    "fused_js_compiled": ("fused_linear_loss('js', compile=True): torch.compile'd chunk value-and-gradient", True),
+    "fused_csd_compiled": ("fused_linear_loss('csd', compile=True)", True),
+    "liger_jsd": ("Liger-Kernel LigerFusedLinearJSDLoss, eager (beta 0.1, hard-loss weight 0)", True),
+    "liger_jsd_compiled": ("Liger-Kernel LigerFusedLinearJSDLoss, torch.compile'd chunks", True),
 }
+LIGER_CASES = ("liger_jsd", "liger_jsd_compiled")
+
+
+def liger_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("liger_kernel") is not None
 
 
 def plain_csd(student, teacher, labels):
@@ -89,15 +102,26 @@ def run_case(case: str, tokens: int, vocab: int, hidden: int, repeats: int, dtyp
         teacher_hidden = torch.randn(tokens, hidden, device=device, dtype=dtype, generator=gen)
         teacher_weight = torch.randn(vocab, hidden, device=device, dtype=dtype, generator=gen) * 0.05
 
+        if case in LIGER_CASES:
+            from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+
+            liger = LigerFusedLinearJSDLoss(weight_hard_loss=0.0, weight_soft_loss=1.0, beta=0.1,
+                                            compiled=case == "liger_jsd_compiled")
+
         def step():
-            if case == "fused_csd":
-                loss = fused_linear_loss("csd", student_hidden, student_weight, teacher_hidden, teacher_weight, labels)
+            if case.startswith("fused_"):
+                name = case.removeprefix("fused_").removesuffix("_compiled")
+                loss = fused_linear_loss(name, student_hidden, student_weight, teacher_hidden, teacher_weight, labels,
+                                         compile=case.endswith("_compiled"))
+            elif case in LIGER_CASES:
+                loss = liger(student_hidden, student_weight, teacher_hidden, teacher_weight, labels)
             else:
                 with torch.no_grad():
                     teacher_logits = teacher_hidden @ teacher_weight.T
                 loss = plain_csd(student_hidden @ student_weight.T, teacher_logits, labels)
             loss.backward()
             student_hidden.grad = student_weight.grad = None
+            return loss.item()
     else:
         student = (torch.randn(tokens, vocab, device=device, dtype=dtype, generator=gen) * 2).requires_grad_()
         teacher = torch.randn(tokens, vocab, device=device, dtype=dtype, generator=gen) * 2
@@ -107,8 +131,9 @@ def run_case(case: str, tokens: int, vocab: int, hidden: int, repeats: int, dtyp
             loss = loss_fn(student[None], teacher[None], labels[None])
             loss.backward()
             student.grad = None
+            return loss.item()
 
-    step()  # warm-up
+    value = step()  # warm-up (and compilation, for the compiled peer)
     if device.type == "cuda":
         torch.cuda.synchronize()
     base = current_memory(device)
@@ -122,7 +147,7 @@ def run_case(case: str, tokens: int, vocab: int, hidden: int, repeats: int, dtyp
         times.append(time.perf_counter() - start)
     extra = max(peak_memory(device) - base, 0)
     return {"case": case, "tokens": tokens, "vocab": vocab, "hidden": hidden, "dtype": str(dtype).replace("torch.", ""),
-            "device": device.type, "time_s": statistics.median(times), "extra_peak_mb": extra / 2**20}
+            "device": device.type, "time_s": statistics.median(times), "extra_peak_mb": extra / 2**20, "value": value}
 
 
 def measure(case, tokens, vocab, hidden, repeats, dtype) -> dict:
@@ -130,6 +155,22 @@ def measure(case, tokens, vocab, hidden, repeats, dtype) -> dict:
            "--repeats", str(repeats), "--dtype", dtype]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def peer_lines(rows) -> list[str]:
+    """Ours against Liger-Kernel's fused JSD (its faster variant), per size; a note when Liger is absent."""
+    if not any(r["case"] in LIGER_CASES for r in rows):
+        return ["", "Liger-Kernel not installed: no peer column (pip install liger-kernel to add it)."]
+    lines = ["", "Against Liger-Kernel's LigerFusedLinearJSDLoss (same inputs; ratio < 1 = ours smaller/faster; "
+             "|Δ value| = ours − Liger's JSD):", "",
+             "| ours | Liger | N × V | time ratio | memory ratio | abs value difference |", "|---|---|---|---|---|---|"]
+    for ours in (r for r in rows if r["case"].startswith(("fused_js", "fused_csd"))):
+        for peer in (r for r in rows if r["case"] in LIGER_CASES and r["tokens"] == ours["tokens"] and r["vocab"] == ours["vocab"]):
+            difference = abs(ours["value"] - peer["value"]) if ours["case"].startswith("fused_js") else float("nan")
+            lines.append(f"| {ours['case']} | {peer['case']} | {ours['tokens']} × {ours['vocab']} | "
+                         f"{ours['time_s'] / peer['time_s']:.2f} | {ours['extra_peak_mb'] / max(peer['extra_peak_mb'], 1e-9):.2f} | "
+                         f"{difference:.1e} |")
+    return lines
 
 
 def plot(rows, path: Path) -> None:
@@ -157,6 +198,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--out", default="docs/bench")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [tuple(int(x) for x in s.split("x")) for s in args.sizes]
@@ -167,7 +209,10 @@ def main() -> None:
 
     rows = []
     for tokens, vocab in sizes:
-        for case in CASES:
+        for case in args.cases:
+            if case in LIGER_CASES and not liger_available():
+                print(f"{case}: skipped, liger-kernel is not installed (pip install liger-kernel)", file=sys.stderr)
+                continue
             rows.append(measure(case, tokens, vocab, args.hidden, args.repeats, args.dtype))
             print(f"{case:18s} N={tokens} V={vocab}: {rows[-1]['time_s']:.3f} s, {rows[-1]['extra_peak_mb']:.0f} MB", file=sys.stderr)
 
@@ -175,9 +220,12 @@ def main() -> None:
              "| loss | N × V | time (s) | extra peak (MB) | time ratio | memory ratio |", "|---|---|---|---|---|---|"]
     for row in rows:
         ref_case = "plain_linear_csd" if CASES[row["case"]][1] else "plain_csd"
-        ref = next(r for r in rows if r["case"] == ref_case and r["tokens"] == row["tokens"] and r["vocab"] == row["vocab"])
+        ref = next((r for r in rows if r["case"] == ref_case and r["tokens"] == row["tokens"] and r["vocab"] == row["vocab"]), None)
+        ratios = (f"{row['time_s'] / ref['time_s']:.2f} | {row['extra_peak_mb'] / max(ref['extra_peak_mb'], 1e-9):.2f}"
+                  if ref else " | ")
         lines.append(f"| {row['case']} | {row['tokens']} × {row['vocab']} | {row['time_s']:.3f} | {row['extra_peak_mb']:.0f} | "
-                     f"{row['time_s'] / ref['time_s']:.2f} | {row['extra_peak_mb'] / max(ref['extra_peak_mb'], 1e-9):.2f} |")
+                     f"{ratios} |")
+    lines += peer_lines(rows)
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)

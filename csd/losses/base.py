@@ -33,6 +33,9 @@ class Objective:
 
     name: ClassVar[str] = ""
     chunk_size: Optional[int] = dataclasses.field(default=None, kw_only=True)
+    # torch.compile the per-chunk value-and-gradient (one graph, dynamic chunk length): the elementwise passes
+    # over a chunk fuse into a few loops. Costs a compilation (seconds) on first use.
+    compile: bool = dataclasses.field(default=False, kw_only=True)
 
     def per_token(self, student: Tensor, teacher: Tensor, valid: Optional[Tensor]) -> Tensor:
         raise NotImplementedError
@@ -68,10 +71,21 @@ class Objective:
         if not need_grad:
             with torch.no_grad():
                 return self.per_token(student, teacher, valid), None
-        loss, grad = self.value_and_grad(student, teacher, valid)
+        loss, grad = self.compiled_value_and_grad()(student, teacher, valid)
         if valid is not None:
             grad = torch.where(valid, grad, torch.zeros_like(grad))
         return loss, grad
+
+
+    def compiled_value_and_grad(self):
+        """``value_and_grad``, compiled once per objective when ``compile`` is set."""
+        if not self.compile:
+            return self.value_and_grad
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None:
+            compiled = torch.compile(self.value_and_grad, dynamic=True)
+            object.__setattr__(self, "_compiled", compiled)
+        return compiled
 
 
 def upcast(x: Tensor) -> Tensor:

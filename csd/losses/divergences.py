@@ -122,6 +122,18 @@ class JensenShannon(Objective):
         log_m = log_mixture(1.0 - self.lam, logp_t, logp_s, valid)
         return self.lam * kl(p_s, logp_s, log_m) + (1.0 - self.lam) * kl(p_t, logp_t, log_m)
 
+    def value_and_grad(self, student, teacher, valid):
+        """Closed form, one pass fewer than autograd: with r = log p_S − log m, ∂L/∂p_S = λ·r (the terms from
+        m cancel), so ∂L/∂s = λ·p_S ⊙ (r − E_{p_S} r)."""
+        p_t, logp_t = log_probs(teacher, valid)
+        p_s, logp_s = log_probs(student, valid)
+        log_m = log_mixture(1.0 - self.lam, logp_t, logp_s, valid)
+        ratio = logp_s - log_m
+        student_term = (p_s * ratio).sum(-1)
+        loss = self.lam * student_term + (1.0 - self.lam) * kl(p_t, logp_t, log_m)
+        grad = (self.lam * p_s) * (ratio - student_term[:, None])
+        return loss, grad
+
 
 @dataclasses.dataclass
 class SkewedForwardKL(Objective):
