@@ -48,7 +48,7 @@ def generate_calls(monkeypatch):
     return calls
 
 
-def test_each_sets_decoding_settings_reach_generate(tmp_path, tiny_pair, generate_calls):
+def test_each_sets_decoding_settings_reach_generate(tmp_path, tiny_pair, generate_calls, capsys):
     sets = [fixture_config(tmp_path, "uinst", "uinst/11_"), fixture_config(tmp_path, "gsm8k", "gsm8k")]
     report = evaluate(tmp_path, tiny_pair[1], sets, "seeds=[10,20]", "max_examples=1", "generation.batch_size=3")
     sampled = dict(max_new_tokens=256, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, no_repeat_ngram_size=6,
@@ -60,7 +60,12 @@ def test_each_sets_decoding_settings_reach_generate(tmp_path, tiny_pair, generat
     results = report["results"]
     assert results["uinst"]["n_examples"] == 1 and results["uinst"]["settings"]["top_k"] == 0
     assert (results["gsm8k"]["metric"], results["gsm8k"]["primary"]) == ("gsm8k_accuracy", "accuracy_strict")
-    assert json.loads((tmp_path / "a" / "b" / "eval" / "metrics.json").read_text())["results"] == results
+    assert json.loads((tmp_path / "a" / "b" / "eval" / "metrics.json").read_text()) == report
+    assert (report["model"]["name_or_path"], report["backend"], report["split"]) == (tiny_pair[1], "hf", "test")
+    printed = capsys.readouterr().out.splitlines()
+    mean, std = results["uinst"]["mean"]["rougeL"], results["uinst"]["std"]["rougeL"]
+    assert f"uinst        rougeL     {mean:7.2f} ± {std:.2f}  (n=1, seeds=[10, 20])" in printed
+    assert printed[-1] == f"metrics: {tmp_path / 'a' / 'b' / 'eval' / 'metrics.json'}"
 
 
 def test_generation_overrides_apply_to_every_set(tmp_path, tiny_pair, generate_calls):
@@ -87,6 +92,35 @@ def test_chat_benchmarks_decode_as_fastchat_and_alpaca_eval(tmp_path, tiny_pair,
     assert results["alpaca_eval"] == {"format": "alpaca_eval_json", "n_examples": 2, "settings": results["alpaca_eval"]["settings"],
                                       "answer_file": str(out / "alpaca_eval" / f"{model_id}.json")}
     assert all(Path(r["answer_file"]).exists() for r in results.values())
+
+
+def test_chat_benchmarks_without_seeds_decode_unseeded(tmp_path, tiny_pair, generate_calls):
+    evaluate(tmp_path, tiny_pair[1], [fixture_config(tmp_path, "alpaca_eval", "alpaca_eval")], "seeds=[]")
+    assert [kwargs["seed"] for _, kwargs in generate_calls] == [None]
+
+
+def test_comet_scores_get_sources_predictions_and_first_references(tmp_path, tiny_pair, generate_calls, monkeypatch):
+    """Translation with `comet: true` (the optional extra): COMET sees the Assamese source, the prediction and the
+    first reference of every example, and its score joins the per-seed scores."""
+    seen = []
+
+    def comet(sources, predictions, references):
+        seen.append((sources, predictions, references))
+        return {"comet": 0.5}
+
+    monkeypatch.setattr(csd.evaluate, "comet", comet)
+    cfg = yaml.safe_load(Path(fixture_config(tmp_path, "translation", "translation")).read_text())
+    cfg["comet"] = True
+    path = tmp_path / "translation_comet.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = evaluate(tmp_path, tiny_pair[1], [str(path)], "seeds=[10]")["results"]["translation"]
+    from transformers import AutoTokenizer
+
+    examples = csd.evaluate.load_examples(cfg, "test", AutoTokenizer.from_pretrained(tiny_pair[1]))
+    assert examples and all(ex["source"] for ex in examples)
+    assert seen == [([ex["source"] for ex in examples], ["Each number doubles."] * len(examples),
+                     [ex["references"][0] for ex in examples])]
+    assert result["per_seed"]["10"]["comet"] == 0.5 and "bleu" in result["per_seed"]["10"]
 
 
 def test_answers_file_rows(tmp_path):
@@ -133,6 +167,9 @@ def test_vllm_backend_gets_the_same_prompts_and_settings(tmp_path, tiny_pair, mo
     assert FakeLLM.created == [{"model": tiny_pair[1], "dtype": "bfloat16"}]
     (name, tokenizer, n, llm, kwargs), = calls
     assert (name, tokenizer, n, type(llm)) == (tiny_pair[1], tiny_pair[1], 2, FakeLLM)
+    calls.clear()
+    evaluate(tmp_path, tiny_pair[1], [inst], "backend=vllm", "seeds=[10]", f"model.tokenizer={tiny_pair[0]}")
+    assert calls[0][1] == tiny_pair[0]  # model.tokenizer, when set, is the tokenizer the prompts are built with
     assert (kwargs["seed"], kwargs["do_sample"], kwargs["max_new_tokens"], kwargs["top_k"]) == (10, True, 256, 0)
     with pytest.raises(ValueError, match="^backend=vllm needs a merged checkpoint; merge the LoRA adapter first$"):
         evaluate(tmp_path, tiny_pair[1], [inst], "backend=vllm", "model.peft_path=adapter")
