@@ -5,7 +5,8 @@ For every eval set (configs/data/<name>.yaml):
       per seed, then mean ± std over seeds (sample std, ddof=1);
   greedy sets (GSM8K, DialogSum, translation): one generation (the first seed);
   MT-Bench / AlpacaEval: answer files in FastChat / AlpacaEval format, no score (paid judge).
-Writes <output_dir>/<set>/seed<k>/answers.jsonl and <output_dir>/metrics.json.
+Writes <output_dir>/<set>/seed<k>/answers.jsonl and <output_dir>/metrics.json; with W&B (`logger`, see
+csd/logger.py: log_evaluation) also the scores and sample answers into the training run's W&B run.
 """
 from __future__ import annotations
 
@@ -140,6 +141,11 @@ def evaluate_set(cfg: DictConfig, config_name: str, generator: Generator, tokeni
 
 
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
+    from csd.logger import log_evaluation
+
+    logger = OmegaConf.select(cfg, "logger.name", default="none")
+    if logger not in ("auto", "wandb", "none"):
+        raise ValueError(f"logger={logger!r} is not allowed; choose one of: auto, wandb, none")
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -165,6 +171,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         else:
             print(f"{name:12s} answers -> {result['answer_file']}")
     print(f"metrics: {output_dir / 'metrics.json'}")
+    if logger != "none":
+        log_evaluation(cfg, report, output_dir)
     return report
 
 

@@ -6,6 +6,7 @@
 #   --tiny           the whole table on tiny models + fixture data in a few minutes (writes under output_root)
 #   --only ROW       only the named row(s) (repeatable); eval.<key>=<value> goes to csd.evaluate (eval.seeds=[10])
 #   --force          retrain rows already finished with the same config (they are skipped by default)
+#   --wandb          = logger=wandb; also publishes the collected table and figures to W&B (group = table)
 # Environment: CSD_LAUNCH (default "python"; e.g. "accelerate launch --config_file configs/accelerate/zero3_bf16_4gpu.yaml")
 # prefixes "-m csd.train" in real runs; PYTHON picks the interpreter (default .venv/bin/python if present).
 set -euo pipefail
@@ -25,9 +26,9 @@ RUN_SPECS=()       # "ROW<TAB>EVAL_SETS<TAB>OVERRIDES" (overrides without spaces
 parse_args() {
   while (($#)); do
     case "$1" in
-      --dry-run|--tiny|--force) MODE_ARGS+=("$1") ;;
+      --dry-run|--tiny|--force|--wandb) MODE_ARGS+=("$1") ;;
       --only) MODE_ARGS+=(--only "$2"); shift ;;
-      -h|--help) grep '^#' "$0" | tail -n +2 | sed 's/^# \{0,1\}//'; sed -n '4,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      -h|--help) grep '^#' "$0" | tail -n +2 | sed 's/^# \{0,1\}//'; sed -n '4,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) USER_OVERRIDES+=("$1") ;;
     esac
     shift

@@ -1,7 +1,9 @@
 """Gather <root>/**/metrics.json into paper-shaped tables (markdown + CSV), the paper's values alongside.
 
     python scripts/collect_results.py [--root outputs] [--tables table1 fig5a_temperature] [--out results]
-        [--reference data/paper_results.yaml]
+        [--reference data/paper_results.yaml] [--wandb [--wandb-project csd] [--wandb-mode online]]
+
+--wandb publishes each table, paper column included, and its figures to W&B (scripts/wandb_results.py).
 
 Layout it reads (what scripts/run_table.py and scripts/mini_table1.py write):
     <root>/<table>/<row>/metrics.json        training summary of csd.train (experiment, run, loss, best, ...)
@@ -281,6 +283,9 @@ def main(argv: Optional[list[str]] = None) -> Collected:
     parser.add_argument("--tables", nargs="*", default=None, help="experiment names (default: all)")
     parser.add_argument("--reference", type=Path, default=REPO_ROOT / "data" / "paper_results.yaml")
     parser.add_argument("--out", type=Path, default=None, help="write <out>/results.md and results.csv")
+    parser.add_argument("--wandb", action="store_true", help="publish each table and its figures to W&B")
+    parser.add_argument("--wandb-project", default="csd")
+    parser.add_argument("--wandb-mode", default=None, help="offline (default) | online; WANDB_MODE wins")
     args = parser.parse_args(argv)
     collected = collect(args.root, args.tables, args.reference)
     print(collected.markdown)
@@ -289,6 +294,10 @@ def main(argv: Optional[list[str]] = None) -> Collected:
         (args.out / "results.md").write_text(collected.markdown, encoding="utf-8")
         (args.out / "results.csv").write_text(collected.csv, encoding="utf-8")
         print(f"wrote {args.out / 'results.md'} and {args.out / 'results.csv'}")
+    if args.wandb:
+        from wandb_results import publish  # scripts/ is on sys.path when this file runs as a script
+
+        publish(collected, args.tables, root=args.root, project=args.wandb_project, mode=args.wandb_mode)
     return collected
 
 

@@ -9,6 +9,8 @@ Writes whichever of these have data:
     fidelity_diversity_<table>.png  ROUGE-L (fidelity) against distinct-2 of the sampled answers (diversity), one point
                             per row, averaged over eval sets
     mini_table1.png         from --mini: ROUGE-L mean ± std per objective, and fidelity against distinct-2
+--wandb also logs each table's figures to W&B as charts (wandb.plot.line / bar / scatter) next to the PNGs and the
+collected table (scripts/wandb_results.py; --wandb-project, --wandb-mode; offline unless WANDB_MODE=online).
 """
 from __future__ import annotations
 
@@ -28,17 +30,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collect_results import Collected, collect  # noqa: E402
 
 
-def temperature_curve(collected: Collected, path: Path, table: str = "fig5a_temperature") -> bool:
+def temperature_points(collected: Collected, table: str = "fig5a_temperature") -> dict[str, list[tuple[float, float]]]:
+    """eval set -> [(tau, mean)] over the rows csd_tau<tau>, tau ascending."""
     rows, sets, grid = collected.grid(table)
     taus = {row: float(m[1]) for row in rows if (m := re.fullmatch(r"csd_tau([0-9.]+)", row))}
-    if not taus:
-        return False
     order = sorted(taus, key=taus.get)
+    points = {s: [(taus[r], grid[(r, s)].mean) for r in order if (r, s) in grid and grid[(r, s)].mean is not None]
+              for s in sets}
+    return {s: p for s, p in points.items() if p}
+
+
+def temperature_curve(collected: Collected, path: Path, table: str = "fig5a_temperature") -> bool:
+    points = temperature_points(collected, table)
+    if not points:
+        return False
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for eval_set in sets:
-        points = [(taus[r], grid[(r, eval_set)].mean) for r in order if (r, eval_set) in grid and grid[(r, eval_set)].mean is not None]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=eval_set)
+    for eval_set, curve in points.items():
+        ax.plot(*zip(*curve), marker="o", label=eval_set)
     ax.set(xlabel="temperature τ of the CSD weights", ylabel="ROUGE-L", title="Figure 5(a): temperature")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -74,13 +82,19 @@ def fidelity_diversity(points: dict[str, tuple[float, float]], ax, title: str) -
     ax.set(xlabel="distinct-2 of sampled answers (diversity)", ylabel="ROUGE-L (fidelity)", title=title)
 
 
-def fidelity_diversity_of_table(collected: Collected, table: str, path: Path) -> bool:
+def fidelity_diversity_points(collected: Collected, table: str) -> dict[str, tuple[float, float]]:
+    """row -> (distinct-2, headline score), each averaged over the row's eval sets that have distinct-2."""
     rows, sets, grid = collected.grid(table)
     points = {}
     for row in rows:
         cells = [grid[(row, s)] for s in sets if (row, s) in grid and grid[(row, s)].distinct_2 is not None]
         if cells:
             points[row] = (statistics.fmean(c.distinct_2 for c in cells), statistics.fmean(c.mean for c in cells))
+    return points
+
+
+def fidelity_diversity_of_table(collected: Collected, table: str, path: Path) -> bool:
+    points = fidelity_diversity_points(collected, table)
     if not points:
         return False
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -89,6 +103,43 @@ def fidelity_diversity_of_table(collected: Collected, table: str, path: Path) ->
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def table_figures(collected: Collected, table: str, out: Path) -> list[Path]:
+    """The PNGs one table has data for: its figure (Fig. 5a, Fig. 3) and fidelity–diversity."""
+    out.mkdir(parents=True, exist_ok=True)
+    makers = {"fig5a_temperature": lambda path: temperature_curve(collected, path),
+              "fig3_weighting": lambda path: weighting_bars(collected, path)}
+    written = []
+    if table in makers and makers[table](out / f"{table}.png"):
+        written.append(out / f"{table}.png")
+    if table != "mini_table1" and fidelity_diversity_of_table(collected, table, out / f"fidelity_diversity_{table}.png"):
+        written.append(out / f"fidelity_diversity_{table}.png")
+    return written
+
+
+def wandb_charts(collected: Collected, table: str) -> dict:
+    """The same figures as W&B charts: key -> wandb.plot.line / bar / scatter (each backed by its own Table)."""
+    import wandb
+
+    charts = {}
+    if table == "fig5a_temperature" and (curves := temperature_points(collected, table)):
+        data = [[tau, score, eval_set] for eval_set, curve in curves.items() for tau, score in curve]
+        charts["figures/temperature"] = wandb.plot.line(wandb.Table(columns=["tau", "rougeL", "eval_set"], data=data),
+                                                        "tau", "rougeL", stroke="eval_set",
+                                                        title="Figure 5(a): ROUGE-L against the CSD temperature")
+    rows, sets, grid = collected.grid(table)
+    if table == "fig3_weighting" and rows:
+        data = [[f"{row.removeprefix('csd_')} {s}", grid[(row, s)].mean] for s in sets for row in rows
+                if (row, s) in grid and grid[(row, s)].mean is not None]
+        charts["figures/weighting"] = wandb.plot.bar(wandb.Table(columns=["weighting", "rougeL"], data=data),
+                                                     "weighting", "rougeL", title="Figure 3: CSD weighting (a, b)")
+    if table != "mini_table1" and (points := fidelity_diversity_points(collected, table)):
+        data = [[row, diversity, fidelity] for row, (diversity, fidelity) in points.items()]
+        charts["figures/fidelity_diversity"] = wandb.plot.scatter(
+            wandb.Table(columns=["row", "distinct_2", "score"], data=data), "distinct_2", "score",
+            title=f"{table}: fidelity vs diversity")
+    return charts
 
 
 def mini_table1_figure(results_file: Path, path: Path) -> None:
@@ -114,6 +165,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--root", type=Path, default=Path("outputs"))
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--mini", type=Path, default=None, help="docs/results/mini_table1.json")
+    parser.add_argument("--wandb", action="store_true", help="also log each table and its figures to W&B")
+    parser.add_argument("--wandb-project", default="csd")
+    parser.add_argument("--wandb-mode", default=None, help="offline (default) | online; WANDB_MODE wins")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -122,13 +176,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
         written.append(args.out / "mini_table1.png")
     if args.root.exists():
         collected = collect(args.root)
-        if temperature_curve(collected, args.out / "fig5a_temperature.png"):
-            written.append(args.out / "fig5a_temperature.png")
-        if weighting_bars(collected, args.out / "fig3_weighting.png"):
-            written.append(args.out / "fig3_weighting.png")
         for table in collected.tables():
-            if table != "mini_table1" and fidelity_diversity_of_table(collected, table, args.out / f"fidelity_diversity_{table}.png"):
-                written.append(args.out / f"fidelity_diversity_{table}.png")
+            written.extend(table_figures(collected, table, args.out))
+        if args.wandb:
+            from wandb_results import publish
+
+            publish(collected, root=args.root, project=args.wandb_project, mode=args.wandb_mode, out=args.out)
     for path in written:
         print(f"wrote {path}")
     return written

@@ -19,6 +19,9 @@ Overrides apply in this order: the row's, then --tiny's, then the user's (last w
 --force     rerun every row. Without it a row whose training finished with the same resolved config (its
             metrics.json, written last, and an identical config.yaml) is not trained again, and its evaluation
             is not redone if eval/metrics.json exists: rerunning an interrupted table continues where it stopped.
+--wandb     the same as the override logger=wandb: every run logs to W&B (group <table>, name <row>, tags objective and
+            weighting), each evaluation goes into its training run's W&B run, and the collected table with the paper
+            column and the table's figures are published as a run <table>-results (scripts/wandb_results.py).
 """
 from __future__ import annotations
 
@@ -176,6 +179,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--force", action="store_true", help="rerun rows whose training already finished")
     parser.add_argument("--only", action="append", default=[], help="run only this row (repeatable)")
     parser.add_argument("--tiny-override", action="append", default=[], help="extra override under --tiny")
+    parser.add_argument("--wandb", action="store_true", help="logger=wandb for every run; publish the table to W&B")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     runs = read_runs(sys.stdin)
@@ -185,7 +189,7 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"run_table.py: error: no row {sorted(unknown)}; rows: {[r.row for r in runs]}")
         runs = [r for r in runs if r.row in args.only]
     eval_user = [o.removeprefix("eval.") for o in args.overrides if o.startswith("eval.")]  # -> csd.evaluate
-    user = [o for o in args.overrides if not o.startswith("eval.")]
+    user = ["logger=wandb"] * args.wandb + [o for o in args.overrides if not o.startswith("eval.")]
     root = Path(output_root_of(user))
     tiny_data = root / "tiny_data"
     tiny = None
@@ -202,7 +206,13 @@ def main(argv: list[str]) -> None:
         run_subprocesses(runs, args.table, user, eval_user, args.force)
     from collect_results import collect
 
-    print(collect(root, tables=[args.table]).markdown)
+    collected = collect(root, tables=[args.table])
+    print(collected.markdown)
+    logger = compose(train_overrides(runs[0], args.table, user, tiny)).logger if runs else None
+    if logger is not None and logger.name == "wandb":
+        from wandb_results import publish
+
+        publish(collected, [args.table], root=root, project=logger.project, entity=logger.entity, mode=logger.mode)
 
 
 if __name__ == "__main__":
