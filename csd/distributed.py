@@ -66,6 +66,13 @@ def make_accelerator(cfg: DictConfig):
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
         else:  # DDP launch file on a CPU machine: gloo DDP, not N independent copies of one run
             kwargs["cpu"] = True
+    if not several:
+        # One process may train several runs (the quickstart, --tiny tables, tests): each gets a fresh accelerate
+        # state, or a second run with another mixed precision would be refused.
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     accelerator = Accelerator(**kwargs)
     if several and accelerator.num_processes != launched_processes():
         raise RuntimeError(f"the launcher started {launched_processes()} processes but accelerate sees "

@@ -94,7 +94,7 @@ class Generator:
         if self.llm is not None:
             return generate_vllm(self.cfg.model.name_or_path, self.tokenizer, prompts, llm=self.llm, **common)
         return generate(self.model, self.tokenizer, prompts, batch_size=self.cfg.generation.batch_size,
-                        progress=self.cfg.progress, desc=desc, **common)
+                        progress=self.cfg.progress, desc=desc, precision=self.cfg.generation.get("precision"), **common)
 
 
 def evaluate_set(cfg: DictConfig, config_name: str, generator: Generator, tokenizer, output_dir: Path) -> dict:

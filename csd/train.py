@@ -240,7 +240,8 @@ def generation_metrics(model, tokenizer, val_set, cfg: DictConfig, synced_gpus: 
     # Seeded generation runs in a forked RNG: it does not shift the training random stream.
     predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
                            do_sample=cfg.data.do_sample, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
-                           max_prompt_length=cfg.train.max_prompt_length, progress=False, synced_gpus=synced_gpus)
+                           max_prompt_length=cfg.train.max_prompt_length, progress=False, synced_gpus=synced_gpus,
+                           precision=cfg.train.mixed_precision)
     return {f"val/{k}": v for k, v in compute_metric(cfg.data.metric, predictions, examples).items()}
 
 

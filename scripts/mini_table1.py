@@ -47,7 +47,8 @@ def sample_and_score(model, tokenizer, examples, cfg, seed: int) -> tuple[dict, 
     """ROUGE-L (MiniLLM) + distinct-1/2 of one sampled response per test prompt (temperature 1, no top-k/p)."""
     predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
                            do_sample=True, temperature=1.0, top_k=0, top_p=1.0, seed=seed, batch_size=16,
-                           max_prompt_length=cfg.train.max_prompt_length, progress=False)
+                           max_prompt_length=cfg.train.max_prompt_length, progress=False,
+                           precision=cfg.train.mixed_precision)
     scores = compute_metric(cfg.data.metric, predictions, examples)
     scores.update({"distinct_1": distinct_n(predictions, 1), "distinct_2": distinct_n(predictions, 2)})
     return scores, predictions

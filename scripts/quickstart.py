@@ -35,7 +35,8 @@ LABELS = {"teacher": "teacher (SmolLM2-135M-Instruct)", "student_init": "student
 def score(model, tokenizer, examples, cfg) -> dict:
     predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
                            do_sample=cfg.data.do_sample, temperature=1.0, top_k=0, top_p=1.0, seed=cfg.train.seed,
-                           batch_size=16, max_prompt_length=cfg.train.max_prompt_length, desc="evaluate")
+                           batch_size=16, max_prompt_length=cfg.train.max_prompt_length, desc="evaluate",
+                           precision=cfg.train.mixed_precision)
     return compute_metric(cfg.data.metric, predictions, examples) | {"example": predictions[0]}
 
 

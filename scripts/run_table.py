@@ -45,7 +45,7 @@ TINY_TRAIN = [  # appended under --tiny; {root} = output_root, {tiny_data} = fix
     "model=tiny", "model.teacher.name_or_path={root}/tiny_models/teacher", "model.student.name_or_path={root}/tiny_models/student",
     "model.student.peft_path=null", "data=tiny", "train.batch_size=4", "train.grad_accum=1", "train.max_steps=2",
     "train.max_length=96", "train.max_prompt_length=48", "train.eval_generate=2", "train.eval_batches=1", "train.save_every=null",
-    "train.mixed_precision=no", "train.gradient_checkpointing=false", "++data.max_new_tokens=8", "output_root={root}",
+    "train.mixed_precision=bf16", "train.gradient_checkpointing=false", "++data.max_new_tokens=8", "output_root={root}",
 ]
 TINY_EVAL = ["seeds=[10]", "max_examples=4", "generation.max_new_tokens=8", "generation.batch_size=4", "progress=false",
              "device=cpu"]

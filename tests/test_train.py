@@ -221,3 +221,12 @@ def test_validation_covers_every_example_once(train_config, tmp_path):
     expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), shift_labels(whole["labels"]).flatten(),
                                                  ignore_index=IGNORE_INDEX)
     assert len(val_set) % 5 != 0 and metrics["val/ce"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bf16_autocast_gives_the_float32_loss(train_config, tmp_path):
+    """train.mixed_precision=bf16 on CPU: the same first-step losses to bf16 accuracy (and not bit-equal: autocast ran)."""
+    fp32 = run(train_config("train.max_steps=1", "train.mixed_precision=no", f"output_root={tmp_path}/fp32"))
+    bf16 = run(train_config("train.max_steps=1", "train.mixed_precision=bf16", f"output_root={tmp_path}/bf16"))
+    for key in ("train/kd", "train/ce"):
+        a, b = fp32["history"][0][key], bf16["history"][0][key]
+        assert b == pytest.approx(a, rel=3e-2) and a != b, key
