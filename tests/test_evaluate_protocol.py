@@ -54,9 +54,11 @@ def test_each_sets_decoding_settings_reach_generate(tmp_path, tiny_pair, generat
     sampled = dict(max_new_tokens=256, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, no_repeat_ngram_size=6,
                    stop_strings=None, max_prompt_length=256, batch_size=3, progress=False)
     greedy = dict(sampled, max_new_tokens=512, do_sample=False, no_repeat_ngram_size=0, stop_strings=["\n\n"])
-    assert generate_calls == [(1, dict(sampled, seed=10, desc="uinst seed 10")),     # MiniLLM: sampled, 5 seeds
-                              (1, dict(sampled, seed=20, desc="uinst seed 20")),
-                              (1, dict(greedy, seed=10, desc="gsm8k seed 10"))]     # Table 3: greedy, once
+    expected = [(1, dict(sampled, seed=10, desc="uinst seed 10")),     # MiniLLM: sampled, 5 seeds
+                (1, dict(sampled, seed=20, desc="uinst seed 20")),
+                (1, dict(greedy, seed=10, desc="gsm8k seed 10"))]     # Table 3: greedy, once
+    assert [(n, {k: kwargs.get(k, "missing") for k in settings}) for (n, kwargs), (_, settings) in
+            zip(generate_calls, expected, strict=True)] == expected
     results = report["results"]
     assert results["uinst"]["n_examples"] == 1 and results["uinst"]["settings"]["top_k"] == 0
     assert (results["gsm8k"]["metric"], results["gsm8k"]["primary"]) == ("gsm8k_accuracy", "accuracy_strict")
@@ -94,9 +96,17 @@ def test_chat_benchmarks_decode_as_fastchat_and_alpaca_eval(tmp_path, tiny_pair,
     assert all(Path(r["answer_file"]).exists() for r in results.values())
 
 
-def test_chat_benchmarks_without_seeds_decode_unseeded(tmp_path, tiny_pair, generate_calls):
-    evaluate(tmp_path, tiny_pair[1], [fixture_config(tmp_path, "alpaca_eval", "alpaca_eval")], "seeds=[]")
-    assert [kwargs["seed"] for _, kwargs in generate_calls] == [None]
+def test_chat_benchmarks_without_seeds_decode_unseeded(tmp_path, tiny_pair, generate_calls, capsys):
+    sets = [fixture_config(tmp_path, "mt_bench", "mt_bench"), fixture_config(tmp_path, "alpaca_eval", "alpaca_eval")]
+    report = evaluate(tmp_path, tiny_pair[1], sets, "seeds=[]", "model.model_id=m")
+    assert [kwargs["seed"] for _, kwargs in generate_calls] == [None] * 5
+    assert f"alpaca_eval  answers -> {report['results']['alpaca_eval']['answer_file']}" in capsys.readouterr().out
+
+
+def test_two_eval_sets_with_one_name_are_an_error(tmp_path, tiny_pair, generate_calls):
+    inst = fixture_config(tmp_path, "uinst", "uinst/11_")
+    with pytest.raises(ValueError, match="^two eval sets are named 'uinst'$"):
+        evaluate(tmp_path, tiny_pair[1], [inst, inst], "seeds=[10]")
 
 
 def test_comet_scores_get_sources_predictions_and_first_references(tmp_path, tiny_pair, generate_calls, monkeypatch):
