@@ -3,6 +3,8 @@
 Layout of one training example (MiniLLM / DistiLLM):
     input_ids = prompt_ids[:max_prompt_length] + response_ids + end_ids, cut to max_length
     labels    = -100 on prompt positions, = input_ids on response and end positions
+With truncate_prompt="end" (chat pairs, Table 4) long examples are cut as TRL's DPOTrainer (the release's chat
+trainer) cuts them instead: see encode_example.
 Labels are aligned with input_ids (HF convention); the trainer compares logits[:, :-1]
 with labels[:, 1:]. The prompt is tokenised without special tokens, except that a BOS is
 kept in front when the tokenizer would add one (Llama, Gemma). `end_ids` is [eos] by
@@ -51,19 +53,46 @@ def response_end_ids(tokenizer, prompt_format: str = "minillm") -> list[int]:
     return [tokenizer.eos_token_id]
 
 
-def encode_example(tokenizer, prompt: str, response: str, max_length: int, max_prompt_length: int,
-                   end_ids: Sequence[int] | None = None) -> dict:
-    """-> {"input_ids", "labels", "prompt_length"} (lists), see the module docstring."""
-    full_prompt_ids = encode_prompt(tokenizer, prompt)
-    # MiniLLM tokenises prompt+response jointly and slices off the prompt; fall back to
-    # tokenising the response alone if the joint tokenisation changed the prompt boundary.
+TRUNCATE_PROMPT = ("start", "end")
+
+
+def response_ids_after(tokenizer, prompt: str, prompt_ids: Sequence[int], response: str,
+                       end_ids: Sequence[int] | None = None) -> list[int]:
+    """Token ids of ``response`` following ``prompt`` (whose ids are ``prompt_ids``), then ``end_ids`` (default EOS).
+
+    MiniLLM tokenises prompt+response jointly and slices off the prompt; the response is tokenised alone if the
+    joint tokenisation changed the prompt boundary."""
     joint = encode_prompt(tokenizer, prompt + response)
-    if joint[:len(full_prompt_ids)] == full_prompt_ids:
-        response_ids = joint[len(full_prompt_ids):]
+    if joint[:len(prompt_ids)] == list(prompt_ids):
+        ids = joint[len(prompt_ids):]
     else:
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    response_ids = response_ids + list(end_ids if end_ids is not None else [tokenizer.eos_token_id])
-    prompt_ids = full_prompt_ids[:max_prompt_length]
+        ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    return ids + list(end_ids if end_ids is not None else [tokenizer.eos_token_id])
+
+
+def encode_example(tokenizer, prompt: str, response: str, max_length: int, max_prompt_length: int,
+                   end_ids: Sequence[int] | None = None, truncate_prompt: str = "start",
+                   longest_response: int = 0) -> dict:
+    """-> {"input_ids", "labels", "prompt_length"} (lists), see the module docstring.
+
+    truncate_prompt="start" (MiniLLM/DistiLLM): the prompt keeps its first max_prompt_length tokens, the whole
+    example its first max_length. truncate_prompt="end" (TRL 0.9 DPOTrainer.tokenize_row, the release's Table 4
+    trainer): only when prompt + the longer response of the pair (``longest_response`` tokens, end tokens included;
+    at least this response) exceed max_length, the prompt keeps its LAST max_prompt_length tokens (a leading BOS
+    goes too, as there); if that is still too long, the response keeps its first max_length - max_prompt_length."""
+    if truncate_prompt not in TRUNCATE_PROMPT:
+        raise ValueError(f"truncate_prompt={truncate_prompt!r}; choose one of {TRUNCATE_PROMPT}")
+    full_prompt_ids = encode_prompt(tokenizer, prompt)
+    response_ids = response_ids_after(tokenizer, prompt, full_prompt_ids, response, end_ids)
+    if truncate_prompt == "start":
+        prompt_ids = full_prompt_ids[:max_prompt_length]
+    else:
+        longer = max(longest_response, len(response_ids))
+        prompt_ids = full_prompt_ids
+        if len(prompt_ids) + longer > max_length:
+            prompt_ids = prompt_ids[-max_prompt_length:]
+        if len(prompt_ids) + longer > max_length:
+            response_ids = response_ids[:max_length - max_prompt_length]
     input_ids = (prompt_ids + response_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
     return {"input_ids": input_ids, "labels": labels, "prompt_length": min(len(prompt_ids), max_length)}
@@ -88,23 +117,36 @@ def build_dataset(data_cfg: Any, split: str, tokenizer, max_length: int, max_pro
     'student_response' for chat pairs). Prompts longer than max_prompt_length are cut to their
     first max_prompt_length tokens and the example kept, as DistiLLM's (and so the release's) Dolly
     processing does; with `drop_long_prompts: true` such examples are dropped instead, as MiniLLM's
-    original processing did. How many were cut or dropped is logged."""
+    original processing did. With `truncate_prompt: end` (chat pairs) prompts are cut from the front only when
+    prompt + the longer of the example's responses (teacher_response / student_response where both exist) exceed
+    max_length, as TRL's DPOTrainer (encode_example); both rows of a pair are then cut alike. How many prompts
+    are longer than max_prompt_length, and what was done with them, is logged."""
     cfg = as_plain_dict(data_cfg)
     examples = load_examples(cfg, split, tokenizer, max_examples=max_examples)
     end_ids = response_end_ids(tokenizer, cfg.get("prompt_format", "minillm"))
     drop = bool(cfg.get("drop_long_prompts"))
+    truncate_prompt = cfg.get("truncate_prompt") or "start"
     kept, encoded, long_prompts = [], [], 0
     for example in examples:
-        if len(encode_prompt(tokenizer, example["prompt"])) > max_prompt_length:
+        prompt_ids = encode_prompt(tokenizer, example["prompt"])
+        if len(prompt_ids) > max_prompt_length:
             long_prompts += 1
             if drop:
                 continue
+        longest = 0
+        if truncate_prompt == "end":  # TRL compares with the longer response of the pair
+            longest = max(len(response_ids_after(tokenizer, example["prompt"], prompt_ids, example.get(key) or "",
+                                                 end_ids)) for key in ("response", "teacher_response", "student_response")
+                          if key in example)
         encoded.append(encode_example(tokenizer, example["prompt"], example.get(response_key) or "",
-                                      max_length, max_prompt_length, end_ids=end_ids))
+                                      max_length, max_prompt_length, end_ids=end_ids, truncate_prompt=truncate_prompt,
+                                      longest_response=longest))
         kept.append(example)
     if long_prompts:
+        action = "dropped" if drop else "truncated (start kept)" if truncate_prompt == "start" else \
+            f"truncated (end kept) where prompt + longer response exceed {max_length}"
         log.info("%s/%s: %d of %d prompts are longer than %d tokens: %s", cfg.get("name"), split, long_prompts,
-                 len(examples), max_prompt_length, "dropped" if drop else "truncated (start kept)")
+                 len(examples), max_prompt_length, action)
     return EncodedDataset(encoded, kept)
 
 

@@ -30,7 +30,8 @@ def load_examples(data_cfg: Any, split: str, tokenizer=None, max_examples: int |
     """Examples of one split; `max_examples` (argument, else the config's) keeps the first N.
 
     Config keys used: format, prompt_format, path/splits (or hub_id), max_examples,
-    min_response_words (drop examples whose first reference has fewer words; S-NI/UnNI use 11).
+    min_response_words (drop examples whose first reference has fewer words; S-NI/UnNI use 11),
+    empty_system_message (chat prompts open with an empty system turn, csd.data.prompts.chat_prompt).
     """
     cfg = as_plain_dict(data_cfg)
     check_data_config(cfg)
@@ -38,6 +39,7 @@ def load_examples(data_cfg: Any, split: str, tokenizer=None, max_examples: int |
     limit = max_examples if max_examples is not None else cfg.get("max_examples")
     min_words = cfg.get("min_response_words") or 0
     use_stored_prompt = cfg.get("use_stored_prompt", True)
+    empty_system = bool(cfg.get("empty_system_message"))
 
     examples = []
     for record, where in load_raw_records(cfg, split):
@@ -49,7 +51,7 @@ def load_examples(data_cfg: Any, split: str, tokenizer=None, max_examples: int |
             example["prompt"] = stored  # MiniLLM evaluates its processed files' stored prompt
         else:
             example["prompt"] = format_prompt(cfg["prompt_format"], tokenizer,
-                                              example["instruction"], example["input"])
+                                              example["instruction"], example["input"], empty_system=empty_system)
         example["where"] = where
         examples.append(example)
         if limit is not None and limit >= 0 and len(examples) >= limit:
