@@ -119,11 +119,22 @@ def test_keep_checkpoints_prunes_the_oldest(train_config, tmp_path):
 
 
 def test_default_settings_write_checkpoint_best_and_final(train_config, tmp_path):
-    """With the default train config (evaluate and save every epoch) a run writes checkpoints/, best/ and final/."""
+    """With the default train config (evaluate and save every epoch) a run writes checkpoints/, best/ and final/;
+    best/ and final/ load with from_pretrained, tokenizer included."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     csd.train.run(train_config("loss=csd", "train.max_steps=null", "train.epochs=1", "train.eval_every=epoch",
                                "train.save_every=epoch", "train.save_final_model=true", "train.eval_batches=1"))
     assert {p.name for p in run_dir(tmp_path).iterdir()} >= {"checkpoints", "best", "final", "config.yaml",
                                                              "metrics.json"}
+    for name in ("best", "final"):
+        assert AutoTokenizer.from_pretrained(run_dir(tmp_path) / name).chat_template
+        AutoModelForCausalLM.from_pretrained(run_dir(tmp_path) / name)
+
+
+def test_resume_auto_without_a_checkpoint_starts_from_scratch(train_config, logged_steps):
+    summary = csd.train.run(train_config("loss=csd", "train.resume=auto"))
+    assert logged_steps == [[1, 2]] and summary["steps"] == 2
 
 
 def test_lora_adapter_saved_and_reloaded(train_config, tiny_pair, tmp_path):
