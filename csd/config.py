@@ -105,7 +105,7 @@ def validate_train_config(cfg: DictConfig) -> None:
 
     _choice(cfg, "loss.name", sorted(LOSSES) + ["sft"])
     if cfg.loss.name != "sft":
-        allowed = set(loss_options(cfg.loss.name)) | {"name", "fused"}
+        allowed = set(loss_options(cfg.loss.name)) | {"name", "fused", "reduction"}
         unknown = sorted(set(cfg.loss) - allowed)
         if unknown:
             raise ValueError(f"loss.{unknown[0]} is not an option of loss {cfg.loss.name!r}; allowed: {', '.join(sorted(allowed))}")
@@ -115,6 +115,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     for key in ("optim.lr", "train.batch_size", "train.grad_accum", "train.epochs", "train.max_length", "train.max_prompt_length"):
         _positive(cfg, key)
     _positive(cfg, "train.max_steps", optional=True)
+    _choice(cfg, "loss.reduction", ["token", "sequence"], optional=True)
     _choice(cfg, "optim.scheduler", ["constant", "linear", "cosine"])
     _choice(cfg, "train.mixed_precision", ["no", "bf16", "fp16"], optional=True)
     _choice(cfg, "logger.name", ["none", "wandb"])
@@ -140,7 +141,7 @@ def distillation_enabled(cfg: DictConfig) -> bool:
 
 
 def loss_kwargs(loss_cfg: DictConfig) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(loss_cfg, resolve=True).items() if k not in ("name", "fused")}
+    return {k: v for k, v in OmegaConf.to_container(loss_cfg, resolve=True).items() if k not in ("name", "fused", "reduction")}
 
 
 def resolved_yaml(cfg: DictConfig) -> str:

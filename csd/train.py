@@ -89,9 +89,11 @@ def optimizer_windows(num_examples: int, cfg: DictConfig, world: int, epoch: int
     return list(order[: steps * per_step].view(steps, cfg.train.grad_accum, world, cfg.train.batch_size))
 
 
-def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictConfig, accelerator) -> dict:
+def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictConfig, accelerator,
+                     weights: Optional[torch.Tensor] = None) -> dict:
     """One micro-batch: ``loss`` = (1 − kd_ratio)·Σ CE + kd_ratio·Σ distillation (differentiable), the detached
-    sums ``kd`` and ``ce`` for logging, and the number of target ``tokens``.
+    sums ``kd`` and ``ce`` for logging, and the number of target ``tokens``; each token's loss times its
+    ``weights`` entry when given (a per-sequence mean).
 
     No float32 copy of the (B, T, V) logits is made: CE and the objective run chunk by chunk, and CE keeps a
     gradient buffer only when its weight is non-zero."""
@@ -111,12 +113,13 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
             loss = fused_linear_loss_with(objective, hidden.flatten(0, 1), head[: models.vocab],
                                           teacher_hidden.flatten(0, 1), teacher_head[: models.vocab],
                                           targets.flatten(), reduction="sum", kd_weight=kd_ratio,
-                                          ce_weight=1.0 - kd_ratio, parts=sums)
+                                          ce_weight=1.0 - kd_ratio, parts=sums,
+                                          weights=None if weights is None else weights.flatten())
         sums["loss"] = gathered_in_backward(accelerator, loss, head)
         return sums
     logits = student(**inputs, use_cache=False).logits
     with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio < 1.0):
-        ce = chunked_cross_entropy(logits, targets, reduction="sum")
+        ce = chunked_cross_entropy(logits, targets, reduction="sum", weights=weights)
     sums["ce"], sums["loss"] = ce.detach(), ce
     if objective is not None:
         with torch.no_grad(), accelerator.autocast():
@@ -124,7 +127,7 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
         vocab = models.vocab
         if logits.shape[-1] != vocab or teacher_logits.shape[-1] != vocab:
             logits, teacher_logits = logits[..., :vocab], teacher_logits[..., :vocab]
-        kd = objective(logits, teacher_logits, targets, reduction="sum")
+        kd = objective(logits, teacher_logits, targets, reduction="sum", weights=weights)
         sums["kd"] = kd.detach()
         sums["loss"] = kd if kd_ratio >= 1.0 else (1.0 - kd_ratio) * ce + kd_ratio * kd
     return sums
@@ -154,6 +157,28 @@ def global_token_count(batches: list, accelerator) -> float:
     return accelerator.reduce(torch.tensor(float(local), device=accelerator.device), "sum").item()
 
 
+def per_sequence(cfg: DictConfig) -> bool:
+    """loss.reduction: ``token`` = one mean over every target token of the step; ``sequence`` = the token mean of
+    each sequence, averaged over the step's examples (the release's Table 3/4 trainers)."""
+    return cfg.loss.get("reduction", "token") == "sequence"
+
+
+def token_weights(batch: dict, cfg: DictConfig) -> Optional[torch.Tensor]:
+    """None for a token mean; for a per-sequence mean each target token weighs 1 / (its sequence's target count)."""
+    if not per_sequence(cfg):
+        return None
+    targets = (shift_labels(batch["labels"]) != IGNORE_INDEX).float()
+    return targets / targets.sum(dim=1, keepdim=True).clamp(min=1.0)
+
+
+def global_example_count(batches: list, cfg: DictConfig, accelerator) -> float:
+    """Examples with a target in the step, over all processes; a chat pair (teacher and student row) is one
+    example, so its two per-sequence means are summed as the release does."""
+    rows = sum(int(((shift_labels(b["labels"]) != IGNORE_INDEX).sum(dim=1) > 0).sum()) for b in batches)
+    rows_per_example = 2 if cfg.onpolicy.name == "chat_pairs" else 1
+    return accelerator.reduce(torch.tensor(rows / rows_per_example, device=accelerator.device), "sum").item()
+
+
 def train_step(window, batch_source, student, models, objective, optimizer, scheduler, cfg, accelerator,
                lm_batches=None) -> dict:
     """One optimizer step over ``grad_accum`` micro-batches; returns the step's token-mean metrics."""
@@ -161,10 +186,11 @@ def train_step(window, batch_source, student, models, objective, optimizer, sche
     batches = [batch_source(micro[rank], student) for micro in window]
     corpus = [lm_batches.next_batch() for _ in window] if lm_batches is not None else [None] * len(window)
     global_tokens = global_token_count(batches, accelerator)
-    # accelerate divides by grad_accum and DDP/DeepSpeed average over processes: undo both, so each token has
-    # weight 1/global_tokens whatever the split.
-    scale = accelerator.num_processes * cfg.train.grad_accum / max(global_tokens, 1.0)
-    tokens = {"kd": global_tokens, "ce": global_tokens}
+    denominator = global_example_count(batches, cfg, accelerator) if per_sequence(cfg) else global_tokens
+    # accelerate divides by grad_accum and DDP/DeepSpeed average over processes: undo both, so each token (or
+    # example) has weight 1/denominator whatever the split.
+    scale = accelerator.num_processes * cfg.train.grad_accum / max(denominator, 1.0)
+    tokens = {"kd": denominator, "ce": denominator}
     if lm_batches is not None:  # the corpus term is a token mean of its own, weighted by lm_coef
         tokens["lm_ce"] = global_token_count(corpus, accelerator)
         lm_scale = cfg.train.lm_coef * accelerator.num_processes * cfg.train.grad_accum / max(tokens["lm_ce"], 1.0)
@@ -172,7 +198,7 @@ def train_step(window, batch_source, student, models, objective, optimizer, sche
     for batch, corpus_batch in zip(batches, corpus):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.accumulate(student):
-            sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator)
+            sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator, token_weights(batch, cfg))
             loss = sums["loss"] * scale
             if corpus_batch is not None:  # one backward for both: DeepSpeed counts a micro-step per backward
                 sums["lm_ce"] = lm_cross_entropy_sum(student, {k: v.to(accelerator.device) for k, v in corpus_batch.items()})
@@ -197,7 +223,7 @@ def train_step(window, batch_source, student, models, objective, optimizer, sche
 
 @torch.no_grad()
 def evaluate(student, models, objective, val_set, collate, cfg, accelerator) -> dict:
-    """Token-mean distillation loss and CE on the validation split (+ ROUGE-L of generations if asked)."""
+    """Distillation loss and CE on the validation split, reduced as loss.reduction says (+ ROUGE-L of generations if asked)."""
     was_training = student.training
     student.eval()
     totals = torch.zeros(3, device=accelerator.device)  # kd, ce, tokens
@@ -211,8 +237,9 @@ def evaluate(student, models, objective, val_set, collate, cfg, accelerator) -> 
         if start >= len(val_set):
             batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator)
-        totals += torch.stack([sums.get("kd", torch.zeros(())).float().to(totals.device), sums["ce"].float(), sums["tokens"].float()])
+        sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator, token_weights(batch, cfg))
+        count = ((shift_labels(batch["labels"]) != IGNORE_INDEX).sum(dim=1) > 0).sum() if per_sequence(cfg) else sums["tokens"]
+        totals += torch.stack([sums.get("kd", torch.zeros(())).float().to(totals.device), sums["ce"].float(), count.float()])
     kd, ce, tokens = accelerator.reduce(totals, "sum").tolist()
     metrics = {"val/ce": ce / max(tokens, 1.0)}
     if objective is not None:

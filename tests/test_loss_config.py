@@ -29,7 +29,7 @@ def shipped(name: str) -> dict:
 def test_every_loss_file_lists_exactly_its_objectives_options():
     assert sorted(LOSS_FILES) == sorted(LOSSES)
     for name in LOSS_FILES:
-        options = set(shipped(name)) - {"name", "fused"}
+        options = set(shipped(name)) - {"name", "fused", "reduction"}
         assert options == set(loss_options(name)), name
         assert shipped(name)["name"] == name
 
@@ -57,7 +57,7 @@ def objectives_used(monkeypatch):
 
 @pytest.mark.parametrize("name", LOSS_FILES)
 def test_every_option_reaches_the_objective(train_config, objectives_used, name):
-    options = {k: v for k, v in shipped(name).items() if k not in ("name", "fused")}
+    options = {k: v for k, v in shipped(name).items() if k not in ("name", "fused", "reduction")}
     overrides = []
     for key, value in options.items():
         assert CHANGED[key] != value, f"pick another test value for loss.{key}"
@@ -74,7 +74,7 @@ def test_shipped_values_reach_the_objective(train_config, objectives_used, name)
     """Without overrides the file's values (not the dataclass defaults, e.g. DLD's normalize) are used."""
     csd.train.run(train_config(f"loss={name}", "train.max_steps=1"))
     used = dataclasses.asdict(objectives_used[0])
-    assert {k: used[k] for k in used} == {k: v for k, v in shipped(name).items() if k not in ("name", "fused")}
+    assert {k: used[k] for k in used} == {k: v for k, v in shipped(name).items() if k not in ("name", "fused", "reduction")}
 
 
 def test_fused_option_selects_the_fused_head(train_config, monkeypatch):

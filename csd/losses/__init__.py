@@ -52,14 +52,15 @@ def get_loss(name: str, **kwargs) -> Objective:
 
 def fused_linear_loss(name: str, student_hidden: Tensor, student_head_weight: Tensor, teacher_hidden: Tensor,
                       teacher_head_weight: Tensor, labels: Tensor, chunk_size: Optional[int] = None,
-                      reduction: str = "mean", **kwargs) -> Tensor:
+                      reduction: str = "mean", weights: Optional[Tensor] = None, **kwargs) -> Tensor:
     """``get_loss(name, **kwargs)`` on ``hidden @ weight.T`` logits, computed chunk by chunk over tokens.
 
     Hidden states are (N, H) / (N, H_t), head weights (V, H) / (V, H_t), labels (N,).  Same value and
     gradients (w.r.t. the student hidden states and head weight) as the unfused loss.
     """
     return fused_linear_loss_with(get_loss(name, **kwargs), student_hidden, student_head_weight, teacher_hidden,
-                                  teacher_head_weight, labels, chunk_size=chunk_size, reduction=reduction)
+                                  teacher_head_weight, labels, chunk_size=chunk_size, reduction=reduction,
+                                  weights=weights)
 
 
 __all__ = ["LOSSES", "IGNORE_INDEX", "Objective", "get_loss", "fused_linear_loss", "loss_options", "CSD", "DLD"]

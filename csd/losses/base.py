@@ -48,12 +48,15 @@ class Objective:
             (grad,) = torch.autograd.grad(loss.sum(), student)
         return loss.detach(), grad
 
-    def __call__(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
+    def __call__(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, reduction: str = "mean",
+                 weights: Optional[Tensor] = None) -> Tensor:
+        """Mean (or sum) of the per-token loss over tokens with ``labels != -100``; ``weights`` (same shape as
+        ``labels``), if given, multiply each token's loss first (e.g. 1/length for a per-sequence mean)."""
         check_logits(student_logits, teacher_logits, labels)
         vocab = student_logits.shape[-1]
         student_2d = student_logits.reshape(-1, vocab)
         teacher_2d = teacher_logits.reshape(-1, vocab)
-        rows, scale = kept_rows(labels.reshape(-1), reduction)
+        rows, scale = kept_rows(labels.reshape(-1), reduction, weights)
         need_grad = torch.is_grad_enabled() and student_logits.requires_grad
         chunk = self.chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // vocab)
         return _ChunkedLoss.apply(student_2d, teacher_2d, rows, scale, self, chunk, need_grad)
@@ -108,13 +111,23 @@ def check_logits(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor)
         raise ValueError(f"logits must be floating point, got {student_logits.dtype} and {teacher_logits.dtype}")
 
 
-def kept_rows(flat_labels: Tensor, reduction: str) -> Tuple[Tensor, float]:
-    """Indices of the non-ignored tokens and the factor turning their summed loss into the reduction."""
+def kept_rows(flat_labels: Tensor, reduction: str, weights: Optional[Tensor] = None):
+    """Indices of the non-ignored tokens and the factor turning their summed loss into the reduction: a float,
+    or with per-token ``weights`` a float tensor with one factor per kept token (aligned with the indices)."""
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     rows = (flat_labels != IGNORE_INDEX).nonzero().squeeze(-1)
     scale = 1.0 / max(rows.numel(), 1) if reduction == "mean" else 1.0
-    return rows, scale
+    if weights is None:
+        return rows, scale
+    if weights.numel() != flat_labels.numel():
+        raise ValueError(f"weights {tuple(weights.shape)} must have one entry per label ({flat_labels.numel()})")
+    return rows, weights.reshape(-1)[rows].to(torch.float32) * scale
+
+
+def chunk_scale(scale, start: int, chunk: int):
+    """The scale of rows ``start:start + chunk``: the float itself, or that slice of the per-row factors as a column."""
+    return scale if isinstance(scale, float) else scale[start : start + chunk, None]
 
 
 class _ChunkedLoss(torch.autograd.Function):
@@ -125,13 +138,14 @@ class _ChunkedLoss(torch.autograd.Function):
         for start in range(0, rows.numel(), chunk):
             index = rows[start : start + chunk]
             loss, chunk_grad = objective.chunk_value_and_grad(student[index], teacher[index], need_grad)
-            total += loss.sum()
+            factor = chunk_scale(scale, start, chunk)
+            total += (loss * (factor if isinstance(factor, float) else factor[:, 0])).sum()
             if need_grad:
-                grad.index_copy_(0, index, chunk_grad.mul_(scale).to(grad.dtype))
+                grad.index_copy_(0, index, chunk_grad.mul_(factor).to(grad.dtype))
         # Kept as an attribute, not a saved tensor, and released in backward: the buffer can then become
         # the student's .grad without a copy.
         ctx.grad = grad
-        return total * scale
+        return total
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from csd.losses.base import DEFAULT_CHUNK_ELEMENTS, kept_rows, scaled_gradient, upcast
+from csd.losses.base import DEFAULT_CHUNK_ELEMENTS, chunk_scale, kept_rows, scaled_gradient, upcast
 
 
 def cross_entropy_value_and_grad(logits: Tensor, targets: Tensor, need_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
@@ -38,11 +38,12 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         for start in range(0, rows.numel(), chunk):
             index = rows[start : start + chunk]
             loss, chunk_grad = cross_entropy_value_and_grad(upcast(logits[index]), targets[index], need_grad)
-            total += loss.sum()
+            factor = chunk_scale(scale, start, chunk)
+            total += (loss * (factor if isinstance(factor, float) else factor[:, 0])).sum()
             if need_grad:
-                grad.index_copy_(0, index, chunk_grad.mul_(scale).to(grad.dtype))
+                grad.index_copy_(0, index, chunk_grad.mul_(factor).to(grad.dtype))
         ctx.grad = grad
-        return total * scale
+        return total
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -53,14 +54,15 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
 
 def chunked_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean",
-                          chunk_size: Optional[int] = None) -> Tensor:
-    """Mean (or sum) CE over the non-ignored targets; a gradient buffer only when ``logits`` needs one."""
+                          chunk_size: Optional[int] = None, weights: Optional[Tensor] = None) -> Tensor:
+    """Mean (or sum) CE over the non-ignored targets, each token's CE times ``weights`` if given; a gradient
+    buffer only when ``logits`` needs one."""
     if logits.dim() < 2 or targets.shape != logits.shape[:-1]:
         raise ValueError(f"targets {tuple(targets.shape)} must match the logits {tuple(logits.shape)} without the "
                          "vocabulary dimension")
     vocab = logits.shape[-1]
     flat_targets = targets.reshape(-1)
-    rows, scale = kept_rows(flat_targets, reduction)
+    rows, scale = kept_rows(flat_targets, reduction, weights)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     chunk = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // vocab)
     return _ChunkedCrossEntropy.apply(logits.reshape(-1, vocab), flat_targets, rows, scale, chunk, need_grad)

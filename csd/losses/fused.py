@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from csd.losses.base import DEFAULT_CHUNK_ELEMENTS, Objective, kept_rows, scaled_gradient, upcast
+from csd.losses.base import DEFAULT_CHUNK_ELEMENTS, Objective, chunk_scale, kept_rows, scaled_gradient, upcast
 from csd.losses.cross_entropy import cross_entropy_value_and_grad
 
 
@@ -35,23 +35,25 @@ class _FusedLinearLoss(torch.autograd.Function):
             with torch.no_grad():
                 teacher_logits = teacher_hidden[index] @ teacher_weight.T
             loss, logit_grad = objective.chunk_value_and_grad(student_logits, teacher_logits, need_grad)
-            kd_total += loss.sum()
+            factor = chunk_scale(scale, start, chunk)
+            row_factor = factor if isinstance(factor, float) else factor[:, 0]
+            kd_total += (loss * row_factor).sum()
             if want_ce:  # the hard loss of the same chunk, from the logits it already has (Liger's weight_hard_loss)
                 ce, ce_grad = cross_entropy_value_and_grad(upcast(student_logits.detach()), targets[index],
                                                            need_grad and ce_weight != 0.0)
-                ce_total += ce.sum()
+                ce_total += (ce * row_factor).sum()
             if need_grad:
-                logit_grad = logit_grad * (kd_weight * scale)
+                logit_grad = logit_grad * (factor * kd_weight)
                 if ce_weight != 0.0:
-                    logit_grad += ce_grad * (ce_weight * scale)
+                    logit_grad += ce_grad * (factor * ce_weight)
                 grad_hidden.index_copy_(0, index, (logit_grad.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype))
                 grad_weight += logit_grad.T.to(grad_weight.dtype) @ upcast(hidden).to(grad_weight.dtype)
         if need_grad:
             grad_weight = grad_weight.to(student_weight.dtype)
         if parts is not None:
-            parts["kd"], parts["ce"] = kd_total.detach() * scale, ce_total.detach() * scale
+            parts["kd"], parts["ce"] = kd_total.detach(), ce_total.detach()
         ctx.save_for_backward(grad_hidden, grad_weight)
-        return (kd_weight * kd_total + ce_weight * ce_total) * scale
+        return kd_weight * kd_total + ce_weight * ce_total
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -83,12 +85,14 @@ def check_fused_shapes(student_hidden: Tensor, student_head_weight: Tensor, teac
 def fused_linear_loss_with(objective: Objective, student_hidden: Tensor, student_head_weight: Tensor,
                            teacher_hidden: Tensor, teacher_head_weight: Tensor, labels: Tensor,
                            chunk_size: Optional[int] = None, reduction: str = "mean", *, kd_weight: float = 1.0,
-                           ce_weight: float = 0.0, parts: Optional[dict] = None) -> Tensor:
+                           ce_weight: float = 0.0, parts: Optional[dict] = None,
+                           weights: Optional[Tensor] = None) -> Tensor:
     """``kd_weight · objective + ce_weight · CE`` on ``hidden @ weight.T`` logits, chunk by chunk; ``labels`` (N,)
     are the target token ids (−100 = ignored). ``parts``, if given, receives the detached ``kd`` and ``ce``
-    values (same reduction) — the cross-entropy then costs one logsumexp per chunk even when its weight is 0."""
+    values (same reduction) — the cross-entropy then costs one logsumexp per chunk even when its weight is 0.
+    ``weights`` (N,), if given, multiply each token's loss (e.g. 1/length for a per-sequence mean)."""
     check_fused_shapes(student_hidden, student_head_weight, teacher_hidden, teacher_head_weight, labels)
-    rows, scale = kept_rows(labels, reduction)
+    rows, scale = kept_rows(labels, reduction, weights)
     need_grad = torch.is_grad_enabled() and (student_hidden.requires_grad or student_head_weight.requires_grad)
     chunk = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // student_head_weight.shape[0])
     return _FusedLinearLoss.apply(

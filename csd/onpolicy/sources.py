@@ -94,15 +94,10 @@ class ChatPairBatches:
     [prompt; student response] (both pre-generated, scripts/generate_responses.py), so a micro-batch of B
     prompts has 2B rows and the objective is applied to both responses 1:1.
 
-    Weighting, honestly: the trainer takes one token mean over all rows of the optimizer step,
-        L = (Σ_teacher-response tokens ℓ + Σ_student-response tokens ℓ) / (N_teacher + N_student),
-    while the authors' CSDTrainer averages per sequence and sums the two halves,
-        L_authors = mean_i [ mean_t∈teacher_i ℓ + mean_t∈student_i ℓ ].
-    The two agree up to a constant factor (2) when all responses have the same length; otherwise ours weights
-    every token equally, theirs every sequence equally (tokens of short responses count more), and the
-    teacher/student split is N_teacher : N_student instead of exactly 1:1. The factor 2 is a constant loss
-    scale: Adam(W) is invariant to it up to eps, but gradient clipping at a fixed norm engages at a different
-    point. Matching the authors exactly would need per-sequence normalisation in the trainer (not done)."""
+    Weighting: with ``loss.reduction=sequence`` (the Table 4 presets) the step loss is the authors' CSDTrainer's,
+        L = mean_prompts [ mean_t∈teacher response ℓ + mean_t∈student response ℓ ],
+    each response's token mean with the two halves summed (one example = one pair); with ``token`` it is one token
+    mean over all rows of the step."""
 
     def __init__(self, references, student_set):
         teacher_set = references.train_set
