@@ -8,7 +8,10 @@ loads every configured split and prints the example counts.
 Dolly follows MiniLLM/DistiLLM (tools/process_data_dolly.py): MiniLLM/dolly ships raw.jsonl
 (train + dev pool) and valid.jsonl (the 500-example evaluation set = our `test` split);
 raw[:dev_num] (1000) -> dev.jsonl (`validation`), raw[dev_num:] -> train.jsonl (`train`).
-Training later drops prompts longer than 256 tokens, as MiniLLM does (~14k remain).
+Training later cuts prompts longer than 256 tokens to their first 256, as DistiLLM's processing (the release's);
+data.drop_long_prompts=true drops them, as MiniLLM's (~14k remain).
+gsm8k / dialogsum also fetch the full train (and DialogSum validation) splits the Table 3 teachers are fine-tuned on
+(`teacher_train` / `teacher_validation` in their configs).
 `--split-only` redoes the split from an existing raw.jsonl without network.
 """
 from __future__ import annotations
@@ -63,10 +66,21 @@ def download_snapshot(cfg: dict) -> None:
 
 
 def download_hub_split(cfg: dict, split: str, hub_split: str) -> None:
+    """One hub split into the split's file: JSONL, or for a `.json` name (an authors' file name, e.g. GSM8K's
+    gsm_7k_train.json for the teacher) JSON {"instances": [...]} -- never over a file already there."""
     from datasets import load_dataset
 
-    dataset = load_dataset(cfg["hub_id"], cfg.get("hub_config"), split=hub_split)
     path = resolve_path(cfg["path"]) / cfg["splits"][split]
+    if path.suffix == ".json" and path.exists():
+        print(f"{cfg['name']}: {path} exists, not replaced by the hub's {hub_split} split")
+        return
+    dataset = load_dataset(cfg["hub_id"], cfg.get("hub_config"), split=hub_split)
+    if path.suffix == ".json":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"instances": [dict(row) for row in dataset]}, ensure_ascii=False), encoding="utf-8")
+        print(f"{cfg['name']}: {cfg['hub_id']} [{hub_split}] -> {path} ({len(dataset)} records; the hub's copy, "
+              "not the authors' file)")
+        return
     count = write_jsonl(path, (dict(row) for row in dataset))
     print(f"{cfg['name']}: {cfg['hub_id']} [{hub_split}] -> {path} ({count} records)")
 
