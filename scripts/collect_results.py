@@ -14,9 +14,10 @@ the training seeds of each per-run mean. Without an evaluation, a row shows its 
 Table shape: one line per row (objective), one column per eval set with its headline metric as mean ± std (ROUGE-L,
 BLEU; GSM8K: the strict '####' accuracy as the paper reports it, with the loose extraction in a secondary column
 "gsm8k (accuracy)"), then "average" over the row's sets where every set of the table shares one metric (the paper's
-Table 1 average). The paper's value (data/paper_results.yaml; blank where not known, never guessed) and the difference
-ours − paper follow in brackets; a paper value is attached only to a cell of the same metric. The CSV is long: one
-line per (table, row, set).
+Table 1 average). Translation is reported in BLEU (always) or COMET (the optional extra; the paper's Table 3 metric), so
+its columns say which: "translation (BLEU)" and, when COMET was computed, "translation (COMET)". The paper's value
+(data/paper_results.yaml; blank where not known, never guessed) and the difference ours − paper follow in brackets; a
+paper value is attached only to a column of its metric. The CSV is long: one line per (table, row, column).
 distinct-n of the sampled answers (eval/<set>/seed*/answers.jsonl) goes into the CSV for the fidelity-diversity plot.
 """
 from __future__ import annotations
@@ -34,7 +35,9 @@ from typing import Iterable, Optional
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Headline and secondary keys for evaluation files that do not name them ("primary"/"secondary", csd.evaluate).
 MAIN_KEY = {"rougeL": "rougeL", "rouge": "rougeL", "gsm8k_accuracy": "accuracy_strict", "bleu": "bleu"}
-SECONDARY_KEYS = {"gsm8k_accuracy": ["accuracy"]}
+SECONDARY_KEYS = {"gsm8k_accuracy": ["accuracy"], "bleu": ["comet"]}
+# Metrics one set can be reported in interchangeably: every column of such a set names its metric.
+NAMED_METRICS = {"bleu": "BLEU", "comet": "COMET"}
 AVERAGE = "average"
 SEED_SUFFIX = re.compile(r"^(?P<row>.+)_seed(?P<seed>\d+)$")
 CSV_FIELDS = ["table", "row", "loss", "eval_set", "metric", "mean", "std", "n", "distinct_1", "distinct_2", "paper",
@@ -72,6 +75,7 @@ class Cell:
     paper: Optional[float] = None
     paper_verified: Optional[bool] = None
     headline: bool = True       # False: a secondary metric of the set (own column), or the average
+    dataset: Optional[str] = None  # the eval set when eval_set is a column label ("translation (COMET)")
 
     @property
     def diff(self) -> Optional[float]:
@@ -87,6 +91,14 @@ def _answers_distinct(set_dir: Path) -> tuple[Optional[float], Optional[float]]:
     if not per_seed:
         return None, None
     return statistics.fmean(d for d, _ in per_seed), statistics.fmean(d for _, d in per_seed)
+
+
+def column(eval_set: str, metric: str, headline: bool) -> str:
+    """The column of a set's metric: the set's name for its headline, "<set> (<metric>)" for a secondary metric and
+    for every metric in NAMED_METRICS."""
+    if metric in NAMED_METRICS:
+        return f"{eval_set} ({NAMED_METRICS[metric]})"
+    return eval_set if headline else f"{eval_set} ({metric})"
 
 
 def run_cells(run_dir: Path, table: str, row: str) -> list[Cell]:
@@ -105,11 +117,12 @@ def run_cells(run_dir: Path, table: str, row: str) -> list[Cell]:
             d1, d2 = result["mean"].get("distinct_1"), result["mean"].get("distinct_2")
             if d1 is None:
                 d1, d2 = _answers_distinct(run_dir / "eval" / name)
-            cells.append(Cell(table, row, loss, name, key, result["mean"][key], result["std"].get(key), n, d1, d2))
-            for extra in result.get("secondary", SECONDARY_KEYS.get(result["metric"], [])):
+            cells.append(Cell(table, row, loss, column(name, key, True), key, result["mean"][key], result["std"].get(key),
+                              n, d1, d2, dataset=name))
+            for extra in result.get("secondary") or SECONDARY_KEYS.get(result["metric"], []):
                 if extra in result["mean"]:
-                    cells.append(Cell(table, row, loss, f"{name} ({extra})", extra, result["mean"][extra],
-                                      result["std"].get(extra), n, headline=False))
+                    cells.append(Cell(table, row, loss, column(name, extra, False), extra, result["mean"][extra],
+                                      result["std"].get(extra), n, headline=False, dataset=name))
         return cells
     best = train.get("best") or {}
     return [Cell(table, row, loss, key, key, value, None, 1) for key, value in best.items() if value is not None]
@@ -133,7 +146,7 @@ def merge_seeds(cells: list[Cell]) -> list[Cell]:
                            statistics.stdev(values) if len(values) > 1 else (0.0 if values else None), len(values),
                            mean_of([c.distinct_1 for c in group if c.distinct_1 is not None]),
                            mean_of([c.distinct_2 for c in group if c.distinct_2 is not None]),
-                           headline=group[0].headline))
+                           headline=group[0].headline, dataset=group[0].dataset))
     return merged
 
 
@@ -197,8 +210,13 @@ def attach_paper(cell: Cell, paper: dict) -> None:
     if not spec:
         return
     key = cell.loss if spec["rows_by"] == "loss" else cell.row
-    entry = (spec["cells"].get(key) or {}).get(cell.eval_set)
-    if entry is not None and (entry.metric is None or entry.metric == cell.metric or cell.metric == "answers"):
+    entry = (spec["cells"].get(key) or {}).get(cell.dataset or cell.eval_set)
+    if entry is None:
+        return
+    # a value without a metric belongs to the set's headline column (or the average), else to its metric's column
+    same = (cell.headline or cell.eval_set == AVERAGE) if entry.metric is None else \
+        (entry.metric == cell.metric or cell.metric == "answers")
+    if same:
         cell.paper, cell.paper_verified = entry.value, entry.verified
 
 

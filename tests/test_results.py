@@ -79,7 +79,7 @@ def test_table_shape_reference_and_difference(outputs):
     # distinct-2 of the answers: seed 10 "a b a b" -> 2/3, seed 20 "a b c d" -> 3/3; mean over seeds
     assert csd.distinct_2 == pytest.approx((2 / 3 + 1) / 2)
     assert csd.distinct_1 == pytest.approx((2 / 4 + 4 / 4) / 2)
-    mt = collected.grid("table3")[2][("mt", "translation")]
+    mt = collected.grid("table3")[2][("mt", "translation (BLEU)")]
     assert (mt.metric, mt.mean, mt.diff) == ("bleu", 9.0, pytest.approx(-1.5))
     assert collected.grid("table3")[2][("gsm8k", "val/loss")].mean == 0.75
 
@@ -159,15 +159,46 @@ def test_shipped_paper_values_beside_ours(tmp_path):
     assert (average.mean, average.paper, average.diff) == (27.0, 20.65, pytest.approx(27.0 - 20.65))
     assert all(grid[("sft", s)].paper is None and grid[("sft", s)].diff is None for s in sets)   # unknown: blank
     _, sets3, grid3 = collected.grid("table3")
-    assert sets3 == ["gsm8k", "gsm8k (accuracy)", "translation"]
+    assert sets3 == ["gsm8k", "gsm8k (accuracy)", "translation (BLEU)"]
     strict, loose = grid3[("gsm8k", "gsm8k")], grid3[("gsm8k", "gsm8k (accuracy)")]
     assert (strict.metric, strict.mean, strict.paper, strict.diff) == ("accuracy_strict", 27.0, 25.78,
                                                                        pytest.approx(27.0 - 25.78))
     assert (loose.metric, loose.mean, loose.paper) == ("accuracy", 30.0, None)
-    assert grid3[("mt", "translation")].paper is None        # the paper's 74.14 is COMET, ours BLEU
+    assert grid3[("mt", "translation (BLEU)")].paper is None  # the paper's 74.14 is COMET, ours BLEU
     markdown = collected.markdown
     assert "| csd | 25.00 ± 0.10 [24.94, +0.06] |" in markdown and "| 27.00 [20.65, +6.35] |" in markdown
     assert "| sft | 20.00 ± 0.10 | 21.00 ± 0.10 |" in markdown
     assert "| gsm8k | 27.00 [25.78, +1.22] | 30.00 |" in markdown
     assert "| qwen | answers written [5.95] |" in markdown
     assert "verified: false" in markdown
+
+
+def test_translation_columns_name_their_metric_and_the_papers_comet_sits_beside_comet_only(tmp_path):
+    """Table 3's translation: BLEU always, COMET when the optional extra ran; each column says which, and the paper's
+    COMET (74.14 for CSD) goes beside our COMET, never beside BLEU."""
+    root = tmp_path / "outputs"
+    for row, scores in (("mt", {"bleu": 9.0, "comet": 70.0}), ("mt_no_comet", {"bleu": 8.0})):
+        (root / "table3" / row).mkdir(parents=True)
+        (root / "table3" / row / "metrics.json").write_text(json.dumps({"loss": "csd"}))
+        write_eval(root / "table3" / row, {"translation": {
+            "metric": "bleu", "primary": "bleu", "secondary": ["comet"], "seeds": [10], "mean": scores,
+            "std": {k: 0.0 for k in scores}}})
+    collected = collect(root, reference=PAPER_FILE)
+    rows, sets, grid = collected.grid("table3")
+    assert sets == ["translation (BLEU)", "translation (COMET)"]
+    bleu, comet = grid[("mt", "translation (BLEU)")], grid[("mt", "translation (COMET)")]
+    assert (bleu.metric, bleu.mean, bleu.paper) == ("bleu", 9.0, None)
+    assert (comet.metric, comet.mean, comet.paper, comet.diff) == ("comet", 70.0, 74.14, pytest.approx(70.0 - 74.14))
+    assert ("mt_no_comet", "translation (COMET)") not in grid and grid[("mt_no_comet", "translation (BLEU)")].paper is None
+    assert "| row | translation (BLEU) | translation (COMET) |" in collected.markdown
+    assert "| mt | 9.00 | 70.00 [74.14, -4.14] |" in collected.markdown
+    assert "| mt_no_comet | 8.00 |  |" in collected.markdown
+    # an evaluation file from before "secondary" was recorded still gets its COMET column
+    write_eval(root / "table3" / "mt", {"translation": {"metric": "bleu", "seeds": [10], "mean": {"bleu": 9.0, "comet": 70.0},
+                                                        "std": {"bleu": 0.0, "comet": 0.0}}})
+    assert collect(root, reference=PAPER_FILE).grid("table3")[2][("mt", "translation (COMET)")].paper == 74.14
+    # a paper value that names no metric is the set's headline (BLEU here), never a secondary column's
+    reference = tmp_path / "paper.yaml"
+    reference.write_text(yaml.safe_dump({"tables": {"table3": {"rows_by": "loss", "cells": {"csd": {"translation": 10.5}}}}}))
+    grid = collect(root, reference=reference).grid("table3")[2]
+    assert (grid[("mt", "translation (BLEU)")].paper, grid[("mt", "translation (COMET)")].paper) == (10.5, None)
