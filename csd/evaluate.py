@@ -73,18 +73,26 @@ def write_answers(path: Path, examples: list[dict], predictions: list[str]) -> N
 
 
 class Generator:
-    """One entry point for both backends: prompts + settings + seed -> responses."""
+    """prompts + decoding settings + seed -> responses, from an HF model (or vLLM for ``csd.evaluate backend=vllm``)."""
 
-    def __init__(self, cfg: DictConfig, model, tokenizer):
-        self.cfg, self.model, self.tokenizer, self.llm = cfg, model, tokenizer, None
+    def __init__(self, model, tokenizer, *, batch_size: int = 8, precision: str | None = None, progress: bool = False,
+                 synced_gpus: bool = False, llm=None, model_path: str | None = None):
+        self.model, self.tokenizer, self.llm, self.model_path = model, tokenizer, llm, model_path
+        self.batch_size, self.precision, self.progress, self.synced_gpus = batch_size, precision, progress, synced_gpus
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, model, tokenizer) -> "Generator":
         if cfg.backend == "vllm":
             if cfg.model.get("peft_path"):
                 raise ValueError("backend=vllm needs a merged checkpoint; merge the LoRA adapter first")
             from vllm import LLM
 
-            self.llm = LLM(model=cfg.model.name_or_path, dtype=str(cfg.model.get("dtype", "auto")))
-        elif cfg.backend != "hf":
+            llm = LLM(model=cfg.model.name_or_path, dtype=str(cfg.model.get("dtype", "auto")))
+            return cls(None, tokenizer, llm=llm, model_path=cfg.model.name_or_path)
+        if cfg.backend != "hf":
             raise ValueError(f"unknown backend {cfg.backend!r} (hf | vllm)")
+        return cls(model, tokenizer, batch_size=cfg.generation.batch_size, precision=cfg.generation.get("precision"),
+                   progress=cfg.progress)
 
     def __call__(self, prompts, settings: dict, seed: int | None, desc: str) -> list[str]:
         common = dict(max_new_tokens=settings["max_new_tokens"], do_sample=settings["do_sample"],
@@ -92,9 +100,38 @@ class Generator:
                       no_repeat_ngram_size=settings["no_repeat_ngram_size"], seed=seed,
                       stop_strings=settings["stop_strings"], max_prompt_length=settings["max_prompt_length"])
         if self.llm is not None:
-            return generate_vllm(self.cfg.model.name_or_path, self.tokenizer, prompts, llm=self.llm, **common)
-        return generate(self.model, self.tokenizer, prompts, batch_size=self.cfg.generation.batch_size,
-                        progress=self.cfg.progress, desc=desc, precision=self.cfg.generation.get("precision"), **common)
+            return generate_vllm(self.model_path, self.tokenizer, prompts, llm=self.llm, **common)
+        return generate(self.model, self.tokenizer, prompts, batch_size=self.batch_size, progress=self.progress,
+                        desc=desc, precision=self.precision, synced_gpus=self.synced_gpus, **common)
+
+
+def score(generator: Generator, examples: list[dict], data_cfg: dict, seeds, decoding: dict | None = None, *,
+          answers_dir: Path | None = None, extra_metrics=None, name: str = "") -> dict:
+    """Generate responses to ``examples`` once per seed (greedy sets: the first seed only) and score them with the
+    eval set's metric; the one scorer of the project (csd.evaluate, the trainer's validation, the CPU tables).
+
+    ``decoding`` overrides the eval set's decoding (``generation_settings``); ``extra_metrics(predictions)`` adds
+    scores (e.g. distinct-n); ``answers_dir`` gets ``seed<k>/answers.jsonl``. Returns the result layout of
+    metrics.json plus ``predictions`` {seed: [response, ...]} (not written there)."""
+    settings = generation_settings(dict(decoding or {}), data_cfg)
+    seeds = list(seeds) if settings["do_sample"] else list(seeds)[:1]
+    per_seed, predictions_by_seed = {}, {}
+    for seed in seeds or [None]:
+        predictions = generator([ex["prompt"] for ex in examples], settings, seed, f"{name} seed {seed}")
+        if answers_dir is not None:
+            write_answers(Path(answers_dir) / f"seed{seed}" / "answers.jsonl", examples, predictions)
+        scores = compute_metric(data_cfg["metric"], predictions, examples)
+        if data_cfg.get("comet"):
+            scores.update(comet([ex.get("source", "") for ex in examples], predictions,
+                                [ex["references"][0] for ex in examples]))
+        if extra_metrics is not None:
+            scores.update(extra_metrics(predictions))
+        per_seed[str(seed)], predictions_by_seed[str(seed)] = scores, predictions
+        log.info("%s seed %s: %s", name, seed, scores)
+    means, stds = mean_and_std(per_seed)
+    return {"metric": data_cfg["metric"], "primary": primary_metric(data_cfg),
+            "secondary": list(data_cfg.get("secondary_metrics") or []), "n_examples": len(examples), "seeds": seeds,
+            "settings": settings, "mean": means, "std": stds, "per_seed": per_seed, "predictions": predictions_by_seed}
 
 
 def evaluate_set(cfg: DictConfig, config_name: str, generator: Generator, tokenizer, output_dir: Path) -> dict:
@@ -102,7 +139,8 @@ def evaluate_set(cfg: DictConfig, config_name: str, generator: Generator, tokeni
     data_cfg = OmegaConf.to_container(load_data_config(config_name), resolve=True)
     name = data_cfg["name"]
     examples = load_examples(data_cfg, cfg.split, tokenizer, max_examples=cfg.max_examples)
-    settings = generation_settings(OmegaConf.to_container(cfg.generation, resolve=True), data_cfg)
+    decoding = OmegaConf.to_container(cfg.generation, resolve=True)
+    settings = generation_settings(decoding, data_cfg)
     model_id = cfg.model.get("model_id") or Path(str(cfg.model.name_or_path).rstrip("/")).name
     log.info("%s: %d examples, %s", name, len(examples), settings)
 
@@ -122,22 +160,9 @@ def evaluate_set(cfg: DictConfig, config_name: str, generator: Generator, tokeni
         path = write_alpaca_eval_outputs(output_dir / name / f"{model_id}.json", model_id, examples, outputs)
         return {"format": "alpaca_eval_json", "answer_file": str(path), "n_examples": len(examples),
                 "settings": settings}
-
-    seeds = list(cfg.seeds) if settings["do_sample"] else list(cfg.seeds)[:1]
-    per_seed = {}
-    for seed in seeds or [None]:
-        predictions = generator([ex["prompt"] for ex in examples], settings, seed, f"{name} seed {seed}")
-        write_answers(output_dir / name / f"seed{seed}" / "answers.jsonl", examples, predictions)
-        scores = compute_metric(data_cfg["metric"], predictions, examples)
-        if data_cfg.get("comet"):
-            scores.update(comet([ex.get("source", "") for ex in examples], predictions,
-                                [ex["references"][0] for ex in examples]))
-        per_seed[str(seed)] = scores
-        log.info("%s seed %s: %s", name, seed, scores)
-    means, stds = mean_and_std(per_seed)
-    return {"metric": data_cfg["metric"], "primary": primary_metric(data_cfg),
-            "secondary": list(data_cfg.get("secondary_metrics") or []), "n_examples": len(examples), "seeds": seeds,
-            "settings": settings, "mean": means, "std": stds, "per_seed": per_seed}
+    result = score(generator, examples, data_cfg, cfg.seeds, decoding, answers_dir=output_dir / name, name=name)
+    result.pop("predictions")
+    return result
 
 
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
@@ -154,7 +179,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_cfg.get("tokenizer") or model_cfg["name_or_path"])
-    generator = Generator(cfg, model, tokenizer)
+    generator = Generator.from_config(cfg, model, tokenizer)
     results = {}
     for config_name in cfg.eval_sets:
         name = str(load_data_config(config_name).name)

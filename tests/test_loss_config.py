@@ -1,7 +1,7 @@
 """Every option of the `loss` config group reaches the objective the trainer uses in its steps.
 
 For each configs/loss/<name>.yaml, every option is set on the command line to a value other than the file's,
-one training step runs, and the objective handed to the trainer's micro-batch (csd.train.micro_batch_sums)
+one training step runs, and the objective handed to the trainer's micro-batch (csd.step.micro_batch_sums)
 must carry each value. An option dropped anywhere between Hydra and the step fails here."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 import yaml
 
+import csd.step
 import csd.train
 from csd.config import CONFIG_DIR
 from csd.losses import LOSSES, loss_options
@@ -45,13 +46,13 @@ def no_compilation(monkeypatch):
 @pytest.fixture
 def objectives_used(monkeypatch):
     """The objectives csd.train.micro_batch_sums received, in order."""
-    seen, original = [], csd.train.micro_batch_sums
+    seen, original = [], csd.step.micro_batch_sums
 
     def spy(student, models, objective, *args, **kwargs):
         seen.append(objective)
         return original(student, models, objective, *args, **kwargs)
 
-    monkeypatch.setattr(csd.train, "micro_batch_sums", spy)
+    monkeypatch.setattr(csd.step, "micro_batch_sums", spy)
     return seen
 
 
@@ -79,13 +80,13 @@ def test_shipped_values_reach_the_objective(train_config, objectives_used, name)
 
 def test_fused_option_selects_the_fused_head(train_config, monkeypatch):
     calls = []
-    original = csd.train.fused_linear_loss_with
+    original = csd.step.fused_linear_loss_with
 
     def spy(objective, *args, **kwargs):
         calls.append(objective)
         return original(objective, *args, **kwargs)
 
-    monkeypatch.setattr(csd.train, "fused_linear_loss_with", spy)
+    monkeypatch.setattr(csd.step, "fused_linear_loss_with", spy)
     csd.train.run(train_config("loss=csd", "loss.weighting=US", "train.max_steps=1"))
     assert calls == []
     csd.train.run(train_config("loss=csd", "loss.weighting=US", "loss.fused=true", "train.max_steps=1"))

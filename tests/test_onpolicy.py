@@ -284,7 +284,7 @@ def test_corpus_term_is_lm_coef_times_its_own_token_mean(pair, tmp_path, corpus_
 
     from csd.data import TrainCollator, build_dataset, load_data_config
     from csd.models import load_tokenizer
-    from csd.train import optimizer_windows
+    from csd.step import optimizer_windows
 
     cfg = config(pair, tmp_path, "loss=sft", "train.kd_ratio=0.0", f"train.lm_data={corpus_config}", "train.lm_coef=0.5",
                  "train.max_steps=1", "train.batch_size=2", "train.grad_accum=2")

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from csd.losses import IGNORE_INDEX
-from csd.train import build_models, optimizer_windows, run, shift_labels
+from csd.models import build_models
+from csd.step import optimizer_windows, shift_labels
+from csd.train import run
 
 
 def first_step_examples(cfg):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import csd.models
 import csd.train
 from csd.checkpoint import STATE_FILE, latest_checkpoint
 from csd.logger import RunLogger
@@ -85,14 +86,18 @@ def test_a_finished_run_resumed_does_nothing(train_config, tmp_path, logged_step
 
 
 def scripted_evaluations(monkeypatch, values: list[float]) -> None:
-    """csd.train.evaluate returns val/loss and val/rougeL from a script, one value per evaluation."""
+    """The validation returns val/loss and val/rougeL from a script, one value per evaluation."""
     script = iter(values)
 
     def evaluate(*args, **kwargs):
         value = next(script)
         return {"val/loss": value, "val/rougeL": value}
 
-    monkeypatch.setattr(csd.train, "evaluate", evaluate)
+    import csd.distiller
+    import csd.step
+
+    monkeypatch.setattr(csd.step, "validation_loss", evaluate)
+    monkeypatch.setattr(csd.distiller.Distiller, "generation_metrics", lambda self: {})  # the script has val/rougeL
 
 
 @pytest.mark.parametrize("metric, best_step", [("val/loss", 2), ("val/rougeL", 3)])
@@ -144,7 +149,7 @@ def test_lora_adapter_saved_and_reloaded(train_config, tiny_pair, tmp_path):
 
     cfg = train_config("loss=csd", "optim.lr=1e-2", "train.save_final_model=true",
                        "model.student.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}")
-    models = csd.train.build_models(cfg)
+    models = csd.models.build_models(cfg)
     csd.train.run(cfg, models)
     final = run_dir(tmp_path) / "final"
     assert (final / "adapter_config.json").exists() and not (final / "model.safetensors").exists()

@@ -207,7 +207,8 @@ def test_validation_covers_every_example_once(train_config, tmp_path):
     """Validation batches tile the split (the last one short); the token-mean is over all of them."""
     from csd.data import TrainCollator, build_dataset, pad_token_id_of
     from csd.losses import IGNORE_INDEX
-    from csd.train import build_models, evaluate, shift_labels
+    from csd.models import build_models
+    from csd.step import shift_labels, validation_loss as evaluate
     from accelerate import Accelerator
 
     cfg = train_config("train.batch_size=5")

@@ -54,7 +54,8 @@ def test_micro_batch_compares_the_first_vocab_logits(train_config, padded_teache
     from csd.config import loss_kwargs
     from csd.data import TrainCollator, build_dataset, pad_token_id_of
     from csd.losses import get_loss
-    from csd.train import build_models, micro_batch_sums, shift_labels
+    from csd.models import build_models
+    from csd.step import micro_batch_sums, shift_labels
 
     plain_cfg = train_config("loss=csd")
     cfg = train_config("loss=csd", f"model.teacher.name_or_path={padded_teacher}")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from csd.onpolicy.buffer import ReplayBuffer
 from csd.onpolicy.pretraining import PretrainingBatches
 from csd.onpolicy.sampling import StudentSampler
-from csd.onpolicy.sources import ChatPairBatches, ImitKDBatches, MixedStudentBatches
+from csd.onpolicy.sources import ChatPairBatches, ImitKDBatches, MixedStudentBatches, ReferenceBatches
 
 ONPOLICY_NAMES = ("none", "imitkd", "gkd", "chat_pairs")
 
@@ -98,5 +98,5 @@ def build_lm_batches(cfg: DictConfig, tokenizer, accelerator) -> Optional[Pretra
                                           processes=accelerator.num_processes)
 
 
-__all__ = ["ONPOLICY_NAMES", "check_config", "ReplayBuffer", "StudentSampler", "ImitKDBatches", "MixedStudentBatches", "ChatPairBatches",
+__all__ = ["ONPOLICY_NAMES", "ReferenceBatches", "check_config", "ReplayBuffer", "StudentSampler", "ImitKDBatches", "MixedStudentBatches", "ChatPairBatches",
            "PretrainingBatches", "build_sampler", "build_batch_source", "build_lm_batches"]

@@ -38,6 +38,19 @@ def pick_own_state(states: list, process: int):
     return states[process]
 
 
+class ReferenceBatches:
+    """Off-policy distillation: micro-batches of the data set's reference responses.
+
+    A batch source maps this process's example indices of one micro-batch to a right-padded training batch
+    ``{input_ids, attention_mask, labels}``; on-policy sources (student samples, replay buffer) plug in here."""
+
+    def __init__(self, train_set, collate):
+        self.train_set, self.collate = train_set, collate
+
+    def __call__(self, indices: torch.Tensor, student) -> dict:
+        return self.collate([self.train_set[int(i)] for i in indices])
+
+
 class ImitKDBatches:
     """ImitKD as in DistiLLM's finetune loop (Table 2 of the paper: `--student-gen --mixed-alpha 1.0`).
 
