@@ -1,9 +1,5 @@
 #!/usr/bin/env bash
-# Figure 5(a): temperature tau of the CSD (S,S) weights under the Table 1 setting (the paper's best: 1.5).
-#   scripts/fig5a_temperature.sh [--dry-run] [--tiny] [hydra overrides]     TEMPERATURES="0.5 1.0" to change the sweep
-source "$(dirname "$0")/_common.sh"
-parse_args "$@"
-for tau in ${TEMPERATURES:-0.5 1.0 1.5 2.0}; do
-  add_run "csd_tau$tau" "[dolly,self_inst,vicuna,sinst,uinst]" experiment=fig5a_temperature loss.temperature="$tau"
-done
-launch fig5a_temperature
+# Figure 5(a): temperature tau of the CSD (S,S) weights, Table 1 setting; TEMPERATURES="0.5 1.0" changes the sweep.
+# Rows and settings: configs/tables/fig5a_temperature.yaml; options: --help. The runner: python -m csd.tables.
+cd "$(dirname "$0")/.." && exec "${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python)}" \
+  -m csd.tables fig5a_temperature ${TEMPERATURES:+--sweep "tau=${TEMPERATURES// /,}"} "$@"

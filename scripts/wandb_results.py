@@ -1,8 +1,8 @@
 """Publish collected paper tables and their figures to W&B: one run per table (job_type results) in the table's group.
 
     python scripts/wandb_results.py [--root outputs] [--tables table1 ...] [--project csd] [--mode online]
-    (the same as collect_results.py --wandb or plot_results.py --wandb; run_table.py does it when its runs log to W&B:
-    logger=wandb or --wandb)
+    (the same as collect_results.py --wandb or plot_results.py --wandb; python -m csd.tables does it when its runs log
+    to W&B: logger=wandb or --wandb)
 Each table's run, named <table>-results in group <table> (the group of its training runs, one per row), logs
     results        a Table, one line per (row, eval set): loss, metric, mean, std, n, distinct-1/2, paper, diff
                    (ours − paper), paper_verified — results.csv's columns; the paper's value only where known

@@ -11,9 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p.name for p in (REPO / "scripts").iterdir()
-                 if p.suffix in (".py", ".sh") and not p.name.startswith("_"))  # _common.sh is sourced, not run
+                 if p.suffix in (".py", ".sh") and not p.name.startswith("_"))
 COMMANDS = {name: (["bash"] if name.endswith(".sh") else [sys.executable]) + [f"scripts/{name}"] for name in SCRIPTS}
-COMMANDS |= {"csd.train": [sys.executable, "-m", "csd.train"], "csd.evaluate": [sys.executable, "-m", "csd.evaluate"]}
+COMMANDS |= {f"csd.{name}": [sys.executable, "-m", f"csd.{name}"] for name in ("train", "evaluate", "tables")}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -245,19 +246,18 @@ def test_wandb_trouble_never_stops_a_run(train_config, offline_wandb, monkeypatc
     assert len(warnings) == 1 and "continuing without W&B" in warnings[0].getMessage()
 
 
-def test_table_publishing_writes_a_table_with_the_paper_column(tmp_path, tiny_pair, offline_wandb, monkeypatch):
-    """run_table.py --wandb: the row's training, its evaluation and the published table, all offline."""
-    import io
-
-    sys.path.insert(0, str(REPO / "scripts"))
-    import run_table
+def test_table_publishing_writes_a_table_with_the_paper_column(tmp_path, tiny_pair, offline_wandb):
+    """csd.tables --wandb: the row's training, its evaluation and the published table, all offline."""
+    from csd import tables
 
     (tmp_path / "tiny_models").mkdir()
     for name, path in zip(("teacher", "student"), tiny_pair):
         (tmp_path / "tiny_models" / name).symlink_to(path)
-    monkeypatch.setattr(sys, "stdin", io.StringIO("csd\t[dolly]\texperiment=table1 loss=csd\n"))
-    run_table.main(["--table", "table1", "--tiny", "--wandb", "--", f"output_root={tmp_path}", "train.max_steps=1",
-                    "eval.max_examples=2", "eval.generation.max_new_tokens=2"])
+    table = tmp_path / "table1.yaml"
+    table.write_text(yaml.safe_dump({"experiment_name": "table1", "eval_sets": ["dolly"],
+                                     "rows": [{"name": "csd", "overrides": ["experiment=table1", "loss=csd"]}]}))
+    tables.main([str(table), "--tiny", "--wandb", f"output_root={tmp_path}", "train.max_steps=1",
+                 "eval.max_examples=2", "eval.generation.max_new_tokens=2"])
     runs = offline_runs(offline_wandb)
     published = [r for r in runs if r["job_type"] == "results"]
     row_runs = {r["id"] for r in runs if r["job_type"] == "train"}

@@ -1,0 +1,290 @@
+"""Run one paper table from its data, configs/tables/<table>.yaml: train every row, evaluate it, print the table.
+
+    python -m csd.tables <table> [--dry-run] [--tiny] [--only ROW] [--force] [--wandb] [--sweep KEY=V1,V2]
+                                 [hydra overrides] [eval.<key>=<value>]
+(scripts/table*.sh and scripts/fig*.sh are this command for one table each; <table> may also be a path to a YAML file.)
+
+Every run gets ``experiment_name`` from the table (one W&B group per table; logger=wandb tags it with the objective)
+and ``run_name=<row>``, so its files are
+    <output_root>/<experiment_name>/<row>/metrics.json        training summary (csd.train)
+    <output_root>/<experiment_name>/<row>/eval/metrics.json   evaluation (csd.evaluate; answers under eval/<set>/...)
+Overrides apply in this order: the row's, then --tiny's, then the user's (last wins); a user override
+``eval.<key>=<value>`` goes to csd.evaluate instead (e.g. eval.seeds=[10] eval.backend=vllm). Real runs are
+``$CSD_LAUNCH -m csd.train`` (default: this python; e.g. CSD_LAUNCH="accelerate launch --config_file
+configs/accelerate/zero3_bf16_4gpu.yaml", the table's launch hint) then ``python -m csd.evaluate``; the collected
+table (scripts/collect_results.py, paper column from data/paper_results.yaml) is printed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import itertools
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from csd.config import CONFIG_DIR, compose, resolved_yaml
+
+REPO_ROOT = CONFIG_DIR.parent
+TABLES_DIR = CONFIG_DIR / "tables"
+EPILOG = """Anything else is a Hydra override added to every run (e.g. optim.lr=3e-5 output_root=/scratch);
+eval.<key>=<value> goes to csd.evaluate (eval.seeds=[10]). Environment: CSD_LAUNCH (default: this python) prefixes
+"-m csd.train" in real runs; HF_HUB_OFFLINE defaults to 1."""
+TINY_TRAIN = [  # appended under --tiny; {root} = output_root, {tiny_data} = fixture copies of configs/data
+    "model=tiny", "model.teacher.name_or_path={root}/tiny_models/teacher", "model.student.name_or_path={root}/tiny_models/student",
+    "model.student.peft_path=null", "data=tiny", "train.batch_size=4", "train.grad_accum=1", "train.max_steps=2",
+    "train.max_length=96", "train.max_prompt_length=48", "train.eval_generate=2", "train.eval_batches=1", "train.save_every=null",
+    "train.mixed_precision=bf16", "train.gradient_checkpointing=false", "++data.max_new_tokens=8", "output_root={root}",
+]
+TINY_EVAL = ["seeds=[10]", "max_examples=4", "generation.max_new_tokens=8", "generation.batch_size=4", "progress=false",
+             "device=cpu"]
+
+
+@dataclasses.dataclass
+class Run:
+    row: str
+    eval_sets: list[str]
+    overrides: list[str]
+    launch: str | None = None   # a configs/accelerate/ file the paper's run used (a hint for CSD_LAUNCH)
+
+
+@dataclasses.dataclass
+class Table:
+    experiment_name: str
+    runs: list[Run]
+    tiny: list[str]
+    description: str = ""
+    needs: str = ""
+
+
+def table_names() -> list[str]:
+    return sorted(path.stem for path in TABLES_DIR.glob("*.yaml"))
+
+
+def table_path(name: str) -> Path:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else TABLES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"csd.tables: error: no table {name!r}; tables: {', '.join(table_names())}")
+    return path
+
+
+def expand(row: dict, sweep: dict[str, list[str]]) -> list[dict]:
+    """A row with ``sweep: {key: [values]}`` -> one row per combination (first key outermost), {key} filled in."""
+    if not row.get("sweep"):
+        return [row]
+    keys = list(row["sweep"])
+    values = [sweep.get(key, [str(v) for v in row["sweep"][key]]) for key in keys]
+    rows = []
+    for combination in itertools.product(*values):
+        fill = dict(zip(keys, combination))
+        overrides = [override.format(**fill) for override in row["overrides"]]
+        rows.append(row | {"name": row["name"].format(**fill), "overrides": overrides})
+    return rows
+
+
+def load_table(name: str, sweep: dict[str, list[str]] | None = None) -> Table:
+    """configs/tables/<name>.yaml (or the YAML file `name`) with its row templates expanded."""
+    spec = OmegaConf.to_container(OmegaConf.load(table_path(name)))
+    sweep = sweep or {}
+    swept = {key for row in spec["rows"] for key in row.get("sweep") or {}}
+    if set(sweep) - swept:
+        raise SystemExit(f"csd.tables: error: no swept key {sorted(set(sweep) - swept)}; swept keys: {sorted(swept)}")
+    runs = [Run(row["name"], list(row.get("eval_sets", spec.get("eval_sets") or [])), list(row["overrides"]),
+                row.get("launch", spec.get("launch")))
+            for template in spec["rows"] for row in expand(template, sweep)]
+    return Table(spec["experiment_name"], runs, list(spec.get("tiny") or []), spec.get("description") or "",
+                 spec.get("needs") or "")
+
+
+def fixture_data_configs(target: Path) -> Path:
+    """configs/data/<name>.yaml copied to target/<name>.yaml with `path` pointing at tests/fixtures/<name>/...
+
+    (data/sinst/11_ -> tests/fixtures/sinst/11_); only sets that have a fixture folder."""
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sorted((CONFIG_DIR / "data").glob("*.yaml")):
+        node = OmegaConf.load(source)
+        fixture = REPO_ROOT / "tests" / "fixtures" / source.stem
+        if not fixture.is_dir() or not node.get("path"):
+            continue
+        node.path = str(fixture.joinpath(*Path(str(node.path)).parts[2:]))
+        node.hub_id = None
+        OmegaConf.save(node, target / source.name)
+    return target
+
+
+def ensure_tiny_models(root: Path) -> None:
+    """Tiny Llama teacher (2 layers, width 48) and student (1 layer, width 32) sharing one tokenizer."""
+    from csd.testing import save_tiny_checkpoint
+
+    for name, layers, hidden, seed in (("teacher", 2, 48, 1), ("student", 1, 32, 2)):
+        if not (root / "tiny_models" / name / "config.json").exists():
+            save_tiny_checkpoint(root / "tiny_models" / name, arch="llama", layers=layers, hidden=hidden, seed=seed)
+
+
+def train_overrides(run: Run, table: str, user: list[str], tiny: list[str] | None) -> list[str]:
+    return [*run.overrides, f"experiment_name={table}", f"run_name={run.row}", *(tiny or []), *user]
+
+
+def output_root_of(user: list[str], default: str = "outputs") -> str:
+    values = [o.split("=", 1)[1] for o in user if o.startswith("output_root=")]
+    return values[-1] if values else default
+
+
+def finished(cfg) -> bool:
+    """The run's training completed with exactly this config (metrics.json is written at the very end)."""
+    output_dir = Path(cfg.output_dir)
+    return (output_dir / "metrics.json").exists() and (output_dir / "config.yaml").exists() and \
+        (output_dir / "config.yaml").read_text() == resolved_yaml(cfg)
+
+
+def evaluated(output_dir: Path) -> bool:
+    return (output_dir / "eval" / "metrics.json").exists()
+
+
+def checkpoint_of(output_dir: Path) -> Path:
+    """best/ (kept by validation) if the run made one, else final/."""
+    return output_dir / "best" if (output_dir / "best").exists() else output_dir / "final"
+
+
+def eval_overrides(run: Run, output_dir: Path, eval_sets: list[str], student_cfg) -> list[str]:
+    checkpoint = checkpoint_of(output_dir)
+    model = [f"model.name_or_path={checkpoint}", f"model.model_id={run.row}"]
+    if (checkpoint / "adapter_config.json").exists():  # LoRA student: the adapter on its base model
+        model = [f"model.name_or_path={student_cfg.name_or_path}", f"model.peft_path={checkpoint}",
+                 f"model.tokenizer={checkpoint}", f"model.model_id={run.row}"]
+    return [*model, f"eval_sets=[{','.join(eval_sets)}]", f"output_dir={output_dir / 'eval'}"]
+
+
+def dry_run(runs: list[Run], table: str, user: list[str], tiny: list[str] | None) -> None:
+    documents = [OmegaConf.to_yaml(compose(train_overrides(r, table, user, tiny)), resolve=True) for r in runs]
+    sys.stdout.write("---\n".join(documents))
+
+
+def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str], tiny_data: Path,
+                   eval_user: list[str], force: bool = False) -> None:
+    from csd.evaluate import run_evaluation
+    from csd.train import run as train
+
+    for r in runs:
+        cfg = compose(train_overrides(r, table, user, tiny))
+        skip = not force and finished(cfg)
+        print(f"== {table}/{r.row}: " + ("finished with this config, not trained again" if skip else "training"), flush=True)
+        if not skip:
+            train(cfg)
+        if r.eval_sets and not (skip and evaluated(Path(cfg.output_dir))):
+            sets = [str(tiny_data / f"{name}.yaml") if (tiny_data / f"{name}.yaml").exists() else name for name in r.eval_sets]
+            evaluation = compose([*eval_overrides(r, Path(cfg.output_dir), sets, cfg.model.student), *TINY_EVAL,
+                                  *eval_user],
+                                 config_name="evaluate")
+            print(f"== {table}/{r.row}: evaluating on {', '.join(r.eval_sets)}", flush=True)
+            run_evaluation(evaluation)
+
+
+def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str], force: bool = False) -> None:
+    launch = shlex.split(os.environ.get("CSD_LAUNCH", "")) or [sys.executable]
+    for r in runs:
+        overrides = train_overrides(r, table, user, None)
+        cfg = compose(overrides)
+        skip = not force and finished(cfg)
+        if skip:
+            print(f"== {table}/{r.row}: finished with this config, not trained again", flush=True)
+        else:
+            if r.launch and "CSD_LAUNCH" not in os.environ:
+                print(f"== {table}/{r.row}: the paper's setting is CSD_LAUNCH=\"accelerate launch --config_file "
+                      f"{r.launch}\"; CSD_LAUNCH is not set, so this runs as one process", flush=True)
+            print(f"== {table}/{r.row}: {' '.join(launch)} -m csd.train {' '.join(overrides)}", flush=True)
+            subprocess.run([*launch, "-m", "csd.train", *overrides], check=True)
+        if r.eval_sets and not (skip and evaluated(Path(cfg.output_dir))):
+            command = [sys.executable, "-m", "csd.evaluate",
+                       *eval_overrides(r, Path(cfg.output_dir), r.eval_sets, cfg.model.student), *eval_user]
+            print(f"== {table}/{r.row}: {' '.join(command[1:])}", flush=True)
+            subprocess.run(command, check=True)
+
+
+def scripts_module(name: str):
+    """scripts/collect_results.py and scripts/wandb_results.py: the collecting and publishing entry points."""
+    if str(REPO_ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    return importlib.import_module(name)
+
+
+def table_help(table: Table) -> str:
+    launches = dict.fromkeys(r.launch for r in table.runs if r.launch)
+    lines = [table.description.rstrip(), f"Rows: {' '.join(r.row for r in table.runs)}"]
+    lines += [f"Needs first: {table.needs.strip()}"] * bool(table.needs)
+    lines += [f"Launch as the paper: CSD_LAUNCH=\"accelerate launch --config_file {file}\"" for file in launches]
+    return "\n".join(lines)
+
+
+def parser_for(table: Table | None) -> argparse.ArgumentParser:
+    if table is None:
+        description = __doc__.split("\n\n")[0] + "\n\ntables: " + ", ".join(table_names())
+    else:
+        description = table_help(table)
+    parser = argparse.ArgumentParser(prog="python -m csd.tables", description=description, epilog=EPILOG,
+                                     usage="%(prog)s TABLE [options] [hydra overrides] [eval.<key>=<value>]",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("table", help=f"one of {', '.join(table_names())}, or a path to such a YAML file")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each run's resolved training config (YAML documents joined by ---), load nothing")
+    parser.add_argument("--tiny", action="store_true", help="the whole table on tiny models + fixture data in a few "
+                        "minutes, in this process (writes under output_root)")
+    parser.add_argument("--only", action="append", default=[], metavar="ROW", help="only this row (repeatable)")
+    parser.add_argument("--force", action="store_true", help="retrain rows already finished with the same config "
+                        "(by default they are skipped, and so is an evaluation whose eval/metrics.json exists: an "
+                        "interrupted table continues where it stopped)")
+    parser.add_argument("--wandb", action="store_true", help="= logger=wandb; also publishes the collected table and "
+                        "figures to W&B (group = the table's experiment_name)")
+    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                        help="other values for a swept key of the rows (e.g. fig5a_temperature --sweep tau=0.5,1.0)")
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # models and data are local unless HF_HUB_OFFLINE=0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    name = argv[0] if argv and not argv[0].startswith("-") else None
+    parser = parser_for(load_table(name) if name else None)   # --help after a table name describes that table
+    args = parser.parse_intermixed_args(argv)
+    if any("=" not in item for item in args.sweep):
+        parser.error(f"--sweep takes KEY=V1,V2, not {args.sweep}")
+    sweep = {key: [v for v in values.split(",") if v] for key, _, values in (s.partition("=") for s in args.sweep)}
+    table = load_table(args.table, sweep)
+    runs = table.runs
+    if args.only:
+        unknown = set(args.only) - {r.row for r in runs}
+        if unknown:
+            raise SystemExit(f"csd.tables: error: no row {sorted(unknown)}; rows: {[r.row for r in runs]}")
+        runs = [r for r in runs if r.row in args.only]
+    name = table.experiment_name
+    eval_user = [o.removeprefix("eval.") for o in args.overrides if o.startswith("eval.")]  # -> csd.evaluate
+    user = ["logger=wandb"] * args.wandb + [o for o in args.overrides if not o.startswith("eval.")]
+    root = Path(output_root_of(user))
+    tiny_data = root / "tiny_data"
+    tiny = [o.format(root=root, tiny_data=tiny_data) for o in (*TINY_TRAIN, *table.tiny)] if args.tiny else None
+    if args.dry_run:
+        dry_run(runs, name, user, tiny)
+        return
+    if args.tiny:
+        ensure_tiny_models(root)
+        fixture_data_configs(tiny_data)
+        run_in_process(runs, name, user, tiny, tiny_data, eval_user, args.force)
+    else:
+        run_subprocesses(runs, name, user, eval_user, args.force)
+    collected = scripts_module("collect_results").collect(root, tables=[name])
+    print(collected.markdown)
+    logger = compose(train_overrides(runs[0], name, user, tiny)).logger if runs else None
+    if logger is not None and logger.name == "wandb":
+        scripts_module("wandb_results").publish(collected, [name], root=root, project=logger.project,
+                                                entity=logger.entity, mode=logger.mode)
+
+
+if __name__ == "__main__":
+    main()
