@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ from csd.data import load_examples
 from csd.data.sources import load_raw_records
 from csd.testing import make_tiny_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+from csd.tables import Run, checkpoint_of, eval_overrides
 
-from run_table import Run, checkpoint_of, eval_overrides  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TEACHERS = {  # task: (its Table 3 preset, train file, validation file, epochs)
     "gsm8k": ("table3_gsm8k", "gsm_7k_train.json", "gsm_7k_vali.json", 3),
