@@ -38,7 +38,7 @@ VARIANTS = {
 }
 
 
-def plain_cross_entropy(logits, targets, reduction="mean", chunk_size=None):
+def plain_cross_entropy(logits, targets, reduction="mean", chunk_size=None, weights=None):
     """What the trainer did before: a float32 copy of the whole logits, then F.cross_entropy."""
     import torch.nn.functional as F
 
