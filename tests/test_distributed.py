@@ -36,6 +36,16 @@ def common_overrides(tiny_pair, output_root: Path) -> list[str]:
             "train.save_every=null", f"output_root={output_root}", "run_name=run", *SHARP]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def deepspeed_ops():
+    """DeepSpeed compiles its CPU ops (shared-memory communication, CPU Adam for offload) on first use; built here
+    once, before any launch, so two ranks never compile the same op at the same time."""
+    from deepspeed.accelerator import get_accelerator
+
+    for builder in ("ShareMemCommBuilder", "CPUAdamBuilder"):
+        get_accelerator().create_op_builder(builder).load()
+
+
 def launch(config_file: str, tiny_pair, output_root: Path, *overrides: str) -> Path:
     """The README's multi-process command on 2 CPU processes; returns the run directory."""
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
