@@ -128,12 +128,18 @@ def load_teacher_and_student(teacher_spec: Any, student_spec: Any) -> tuple[nn.M
     return teacher.eval().requires_grad_(False), student
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
+def decoder_layer_slot(model: nn.Module) -> tuple[nn.Module, str]:
+    """(backbone, attribute) holding the decoder layers: ``layers`` (Llama, Qwen, Gemma), ``h`` (GPT-2), ``blocks``."""
     backbone = getattr(model, model.base_model_prefix)
     for name in ("layers", "h", "blocks"):
         if isinstance(getattr(backbone, name, None), nn.ModuleList):
-            return getattr(backbone, name)
+            return backbone, name
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__} (looked for layers, h, blocks)")
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    backbone, name = decoder_layer_slot(model)
+    return getattr(backbone, name)
 
 
 def keep_layers(model: nn.Module, indices: Sequence[int]) -> nn.Module:
@@ -148,10 +154,7 @@ def keep_layers(model: nn.Module, indices: Sequence[int]) -> nn.Module:
         for module in layer.modules():  # the KV cache is indexed by layer_idx
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new_index
-    backbone = getattr(student, student.base_model_prefix)
-    for name in ("layers", "h", "blocks"):
-        if isinstance(getattr(backbone, name, None), nn.ModuleList):
-            setattr(backbone, name, kept)
+    setattr(*decoder_layer_slot(student), kept)
     config = student.config
     for key in ("num_hidden_layers", "n_layer"):
         if hasattr(config, key):

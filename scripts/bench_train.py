@@ -9,6 +9,8 @@ Variants (each in its own subprocess, so peaks do not mix):
   fp32_plain_ce   as fp32, but CE as before: F.cross_entropy(logits.float()) on the full (B, T, V) logits
   fp32_fused      float32, loss.fused=true (no (B, T, V) logits at all)
   bf16            bf16 autocast (train.mixed_precision=bf16), logits path
+  bf16_plain_ce   as bf16, with the CE of before (the float32 copy is a real copy of bf16 logits)
+  bf16_mix, bf16_mix_plain_ce   bf16 with train.kd_ratio=0.5: the CE has a gradient (ours / before)
   bf16_fused      bf16 autocast, fused head
 Per variant: `--warmup` steps, then the peak resident memory (VmHWM, reset through /proc/self/clear_refs; CUDA's
 allocator peak on GPU) above the memory before the measured steps, and target tokens per second over `--steps`.
@@ -34,6 +36,10 @@ VARIANTS = {
     "fp32_plain_ce": ("float32, logits path, CE on a float32 copy of the logits (before)", ["train.mixed_precision=no"]),
     "fp32_fused": ("float32, fused head (loss.fused=true)", ["train.mixed_precision=no", "loss.fused=true"]),
     "bf16": ("bf16 autocast, logits path", ["train.mixed_precision=bf16"]),
+    "bf16_plain_ce": ("bf16 autocast, logits path, CE on a float32 copy of the logits (before)", ["train.mixed_precision=bf16"]),
+    "bf16_mix": ("bf16, train.kd_ratio=0.5 (CE with gradient), chunked CE", ["train.mixed_precision=bf16", "train.kd_ratio=0.5"]),
+    "bf16_mix_plain_ce": ("bf16, train.kd_ratio=0.5, CE on a float32 copy of the logits (before)",
+                          ["train.mixed_precision=bf16", "train.kd_ratio=0.5"]),
     "bf16_fused": ("bf16 autocast, fused head", ["train.mixed_precision=bf16", "loss.fused=true"]),
 }
 
@@ -64,7 +70,7 @@ def worker(variant: str, args) -> dict:
         overrides = [*tiny_pair_overrides(args.scratch), *overrides]
     else:
         overrides = ["experiment=quickstart", f"train.max_length={args.max_length}", *overrides]
-    if variant == "fp32_plain_ce":
+    if variant.endswith("_plain_ce"):
         csd.step.chunked_cross_entropy = plain_cross_entropy
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     measured = {"tokens": 0.0, "seconds": 0.0, "peak": 0, "base": None}
@@ -151,7 +157,10 @@ def main(argv=None) -> None:
     rows = []
     for variant in args.variants:
         child = [sys.executable, __file__, "--worker", variant, *(sys.argv[1:] if argv is None else argv)]
-        result = subprocess.run(child, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        # Allocations over 1 MiB are mmap'd and returned on free (no glibc heap reuse), so the resident-set peak is
+        # the peak of live memory rather than of what the allocator kept from earlier steps.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+        result = subprocess.run(child, capture_output=True, text=True, env=env)
         found = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
         if result.returncode != 0 or not found:
             raise SystemExit(f"bench_train: variant {variant} failed:\n{result.stderr[-3000:]}")

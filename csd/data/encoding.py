@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from csd.data.loading import load_examples
 from csd.data.prompts import chat_turn_end
 from csd.data.sources import as_plain_dict
-from csd.losses.base import IGNORE_INDEX  # one definition for data and losses
+from csd.constants import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 

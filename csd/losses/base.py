@@ -16,7 +16,7 @@ from typing import ClassVar, Optional, Tuple
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = -100
+from csd.constants import IGNORE_INDEX  # re-exported: csd.losses.IGNORE_INDEX
 # Rows per chunk are chosen so that one float32 chunk holds about this many elements (16 MiB).
 DEFAULT_CHUNK_ELEMENTS = 1 << 22
 
@@ -151,7 +151,7 @@ class _ChunkedLoss(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
         if grad is None:
-            raise RuntimeError("the distillation loss was backpropagated twice; its gradient buffer is used up")
+            raise RuntimeError("the loss was backpropagated twice; its gradient buffer is used up")
         return scaled_gradient(grad, grad_output), None, None, None, None, None, None
 
 

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from csd.losses.base import DEFAULT_CHUNK_ELEMENTS, chunk_scale, kept_rows, scaled_gradient, upcast
+from csd.losses.base import DEFAULT_CHUNK_ELEMENTS, _ChunkedLoss, kept_rows, upcast
 
 
 def cross_entropy_value_and_grad(logits: Tensor, targets: Tensor, need_grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
@@ -30,27 +30,11 @@ def cross_entropy_value_and_grad(logits: Tensor, targets: Tensor, need_grad: boo
     return loss, grad
 
 
-class _ChunkedCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, targets, rows, scale, chunk, need_grad):
-        total = torch.zeros((), dtype=upcast(logits[:0]).dtype, device=logits.device)
-        grad = torch.zeros_like(logits) if need_grad else None
-        for start in range(0, rows.numel(), chunk):
-            index = rows[start : start + chunk]
-            loss, chunk_grad = cross_entropy_value_and_grad(upcast(logits[index]), targets[index], need_grad)
-            factor = chunk_scale(scale, start, chunk)
-            total += (loss * (factor if isinstance(factor, float) else factor[:, 0])).sum()
-            if need_grad:
-                grad.index_copy_(0, index, chunk_grad.mul_(factor).to(grad.dtype))
-        ctx.grad = grad
-        return total
+class _HardTargets:
+    """Cross-entropy in the chunk engine's place of an objective: the "teacher" rows are the target token ids."""
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        grad, ctx.grad = ctx.grad, None
-        if grad is None:
-            raise RuntimeError("the cross-entropy was backpropagated twice; its gradient buffer is used up")
-        return scaled_gradient(grad, grad_output), None, None, None, None, None
+    def chunk_value_and_grad(self, logits: Tensor, targets: Tensor, need_grad: bool):
+        return cross_entropy_value_and_grad(upcast(logits), targets, need_grad)
 
 
 def chunked_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean",
@@ -65,4 +49,4 @@ def chunked_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mea
     rows, scale = kept_rows(flat_targets, reduction, weights)
     need_grad = torch.is_grad_enabled() and logits.requires_grad
     chunk = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // vocab)
-    return _ChunkedCrossEntropy.apply(logits.reshape(-1, vocab), flat_targets, rows, scale, chunk, need_grad)
+    return _ChunkedLoss.apply(logits.reshape(-1, vocab), flat_targets, rows, scale, _HardTargets(), chunk, need_grad)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from csd.onpolicy.buffer import ReplayBuffer
 from csd.onpolicy.pretraining import PretrainingBatches
 from csd.onpolicy.sampling import StudentSampler
-from csd.onpolicy.sources import ChatPairBatches, ImitKDBatches, MixedStudentBatches, ReferenceBatches
+from csd.onpolicy.sources import ChatPairBatches, ReferenceBatches, StudentBatches
 
 ONPOLICY_NAMES = ("none", "imitkd", "gkd", "chat_pairs")
 
@@ -73,11 +73,11 @@ def build_batch_source(cfg: DictConfig, references, tokenizer, accelerator):
         return references
     if name == "imitkd":
         buffer = ReplayBuffer(int(cfg.onpolicy.buffer_capacity), seed=cfg.train.seed * 1000 + accelerator.process_index)
-        return ImitKDBatches(references, build_sampler(cfg, references.train_set, tokenizer, accelerator), buffer,
-                             cfg.onpolicy.mixed_alpha, cfg.train.seed, process=accelerator.process_index)
+        return StudentBatches(references, build_sampler(cfg, references.train_set, tokenizer, accelerator),
+                              cfg.onpolicy.mixed_alpha, cfg.train.seed, buffer, process=accelerator.process_index)
     if name == "gkd":
-        return MixedStudentBatches(references, build_sampler(cfg, references.train_set, tokenizer, accelerator),
-                                   cfg.onpolicy.student_ratio, cfg.train.seed)
+        return StudentBatches(references, build_sampler(cfg, references.train_set, tokenizer, accelerator),
+                              cfg.onpolicy.student_ratio, cfg.train.seed)
     from csd.data import build_dataset  # chat_pairs
 
     student_set = build_dataset(cfg.data, "train", tokenizer, cfg.train.max_length, cfg.train.max_prompt_length,
@@ -98,5 +98,5 @@ def build_lm_batches(cfg: DictConfig, tokenizer, accelerator) -> Optional[Pretra
                                           processes=accelerator.num_processes)
 
 
-__all__ = ["ONPOLICY_NAMES", "ReferenceBatches", "check_config", "ReplayBuffer", "StudentSampler", "ImitKDBatches", "MixedStudentBatches", "ChatPairBatches",
+__all__ = ["ONPOLICY_NAMES", "ReferenceBatches", "check_config", "ReplayBuffer", "StudentSampler", "StudentBatches", "ChatPairBatches",
            "PretrainingBatches", "build_sampler", "build_batch_source", "build_lm_batches"]

@@ -14,12 +14,11 @@ process its own slice, so a resumed run (state = chunks consumed) continues with
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Iterator
 
 import torch
 
-from csd.data.sources import DatasetFormatError, as_plain_dict, missing_dataset_message, split_file
+from csd.data.sources import DatasetFormatError, as_plain_dict, iter_jsonl, missing_dataset_message, split_file
 
 TOKENISE_BATCH = 1000  # documents per tokenizer call
 
@@ -27,20 +26,13 @@ TOKENISE_BATCH = 1000  # documents per tokenizer call
 def read_texts(path, text_key: str, max_documents: int | None) -> Iterator[str]:
     """Texts of a JSONL file, streamed line by line (the corpus may be large); errors name file:line."""
     count = 0
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if max_documents is not None and count >= max_documents:
-                return
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetFormatError(f"{path}:{line_number}: malformed JSON line ({err.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
-                raise DatasetFormatError(f"{path}:{line_number}: expected an object with a text field {text_key!r}")
-            count += 1
-            yield record[text_key]
+    for record, where in iter_jsonl(path):
+        if max_documents is not None and count >= max_documents:
+            return
+        if not isinstance(record.get(text_key), str):
+            raise DatasetFormatError(f"{where}: expected an object with a text field {text_key!r}")
+        count += 1
+        yield record[text_key]
 
 
 def tokenised_corpus(texts: Iterator[str], tokenizer) -> torch.Tensor:

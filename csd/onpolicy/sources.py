@@ -1,4 +1,4 @@
-"""Batch sources beyond fixed references: ImitKD (replay buffer), GKD-style mixing, chat response pairs.
+"""Batch sources: the references, student samples (ImitKD with a replay buffer, GKD-style mixing), chat response pairs.
 
 A batch source is called once per micro-batch as ``source(indices, student)`` with this process's example
 indices and returns a right-padded ``{input_ids, attention_mask, labels}`` (labels −100 on prompt, padding
@@ -51,55 +51,42 @@ class ReferenceBatches:
         return self.collate([self.train_set[int(i)] for i in indices])
 
 
-class ImitKDBatches:
-    """ImitKD as in DistiLLM's finetune loop (Table 2 of the paper: `--student-gen --mixed-alpha 1.0`).
+class StudentBatches:
+    """Micro-batches of the student's own responses with probability ``probability``, else the references; the
+    coin is the same on every process. Two settings of one idea:
 
-    Each micro-batch: with probability `mixed_alpha` the student samples responses for the micro-batch's
-    prompts, they are appended to the replay buffer, and the trained micro-batch is `len(indices)` rows drawn
-    from the buffer (which includes the new ones); otherwise the micro-batch is the references."""
+    - ImitKD (``onpolicy=imitkd``; DistiLLM's finetune loop, Table 2: ``--student-gen --mixed-alpha 1.0``): with a
+      replay ``buffer``, new samples are added to it and the trained rows are ``len(indices)`` rows drawn from it
+      (the new ones included).
+    - GKD-style mixing (``onpolicy=gkd``, Agarwal et al. 2024): no buffer, the samples themselves are trained on;
+      λ = 0 is off-policy distillation, λ = 1 purely on-policy."""
 
-    def __init__(self, references, sampler: StudentSampler, buffer: ReplayBuffer, mixed_alpha: float, seed: int,
-                 process: int = 0):
+    def __init__(self, references, sampler: StudentSampler, probability: float, seed: int,
+                 buffer: ReplayBuffer | None = None, process: int = 0):
         self.references, self.sampler, self.buffer = references, sampler, buffer
-        self.mixed_alpha, self.process = float(mixed_alpha), process
+        self.probability, self.process = float(probability), process
         self.coin = random.Random(seed)
 
     def __call__(self, indices: torch.Tensor, student) -> dict:
-        if self.coin.random() < self.mixed_alpha:
-            self.buffer.add(self.sampler(indices, student))
-            return self.references.collate(self.buffer.sample(len(indices)))
-        return self.references(indices, student)
+        if self.coin.random() >= self.probability:
+            return self.references(indices, student)
+        rows = self.sampler(indices, student)
+        if self.buffer is None:
+            return self.references.collate(rows)
+        self.buffer.add(rows)
+        return self.references.collate(self.buffer.sample(len(indices)))
 
     def state_dict(self) -> dict:
-        return {"coin": self.coin.getstate(), "sampler_calls": self.sampler.calls,
-                "buffers": gather_per_process(self.buffer.state_dict())}
+        state = {"coin": self.coin.getstate(), "sampler_calls": self.sampler.calls}
+        if self.buffer is not None:
+            state["buffers"] = gather_per_process(self.buffer.state_dict())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.coin.setstate(state["coin"])
         self.sampler.calls = state["sampler_calls"]
-        self.buffer.load_state_dict(pick_own_state(state["buffers"], self.process))
-
-
-class MixedStudentBatches:
-    """GKD-style mixing (Agarwal et al., 2024): with probability `student_ratio` (λ) the micro-batch is the
-    student's own samples for its prompts, otherwise the references. No buffer. λ = 0 is off-policy
-    distillation, λ = 1 purely on-policy; any distillation objective (CSD included) applies to either."""
-
-    def __init__(self, references, sampler: StudentSampler, student_ratio: float, seed: int):
-        self.references, self.sampler, self.student_ratio = references, sampler, float(student_ratio)
-        self.coin = random.Random(seed)
-
-    def __call__(self, indices: torch.Tensor, student) -> dict:
-        if self.coin.random() < self.student_ratio:
-            return self.references.collate(self.sampler(indices, student))
-        return self.references(indices, student)
-
-    def state_dict(self) -> dict:
-        return {"coin": self.coin.getstate(), "sampler_calls": self.sampler.calls}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.coin.setstate(state["coin"])
-        self.sampler.calls = state["sampler_calls"]
+        if self.buffer is not None:
+            self.buffer.load_state_dict(pick_own_state(state["buffers"], self.process))
 
 
 class ChatPairBatches:
