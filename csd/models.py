@@ -9,6 +9,8 @@ A model node (``model.teacher`` / ``model.student`` in configs/model/*.yaml) has
     peft_path      optional LoRA adapter, merged into the weights at load (the SFT'd teacher of Table 2)
     keep_layers    optional list of layer indices to keep (a shallower student cut from a bigger model)
     lora           optional {r, alpha, dropout, target_modules}: train LoRA adapters instead of all weights
+    lora_path      optional saved LoRA adapter to keep training (loaded trainable; the Table 2 OpenLLaMA student)
+    add_bos_token  optional true/false: override whether the tokenizer prepends BOS (saved with best/ and final/)
 """
 from __future__ import annotations
 
@@ -66,6 +68,12 @@ def load_tokenizer(spec: Any):
         raise _missing_model_error(source, error) from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    add_bos = spec.get("add_bos_token") if hasattr(spec, "get") else getattr(spec, "add_bos_token", None)
+    if add_bos is not None:  # e.g. false for OpenLLaMA, whose release data never carries a BOS
+        tokenizer.add_bos_token = bool(add_bos)
+        starts_with_bos = tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]
+        if starts_with_bos != bool(add_bos) and tokenizer.bos_token_id is not None:
+            raise ValueError(f"the tokenizer of {source} does not follow add_bos_token={add_bos}")
     return tokenizer
 
 
@@ -101,11 +109,18 @@ def load_weights(spec: Any, dtype: Optional[str] = None) -> nn.Module:
 
 
 def derive_student(model: nn.Module, spec: Any) -> nn.Module:
-    """``keep_layers`` and ``lora`` of a node applied to loaded weights (a cut is a copy; LoRA wraps in place)."""
+    """``keep_layers``, then ``lora`` (a new adapter) or ``lora_path`` (a saved adapter, trained further) of a node
+    applied to loaded weights (a cut is a copy; LoRA wraps in place)."""
     if _get(spec, "keep_layers"):
         model = keep_layers(model, list(_get(spec, "keep_layers")))
+    if _get(spec, "lora") and _get(spec, "lora_path"):
+        raise ValueError("a model node takes lora (a new adapter) or lora_path (a saved one to keep training), not both")
     if _get(spec, "lora"):
         model = apply_lora(model, _get(spec, "lora"))
+    if _get(spec, "lora_path"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, _get(spec, "lora_path"), is_trainable=True)
     return model
 
 
@@ -121,7 +136,8 @@ def load_teacher_and_student(teacher_spec: Any, student_spec: Any) -> tuple[nn.M
     """Both models; a student cut from the teacher's own checkpoint (the quickstart) is cut in memory from the
     loaded teacher instead of loading (and dequantising) the same file twice."""
     teacher = load_weights(teacher_spec)
-    if same_source(teacher_spec, student_spec) and (_get(student_spec, "keep_layers") or _get(student_spec, "lora")):
+    derived = any(_get(student_spec, key) for key in ("keep_layers", "lora", "lora_path"))
+    if same_source(teacher_spec, student_spec) and derived:
         student = derive_student(teacher if _get(student_spec, "keep_layers") else copy.deepcopy(teacher), student_spec)
     else:
         student = load_model(student_spec)

@@ -41,6 +41,15 @@ def optimizer_windows(num_examples: int, cfg: DictConfig, world: int, epoch: int
     return list(order[: steps * per_step].view(steps, cfg.train.grad_accum, world, cfg.train.batch_size))
 
 
+def teacher_precision(accelerator, teacher):
+    """The teacher's forward under the run's autocast, except a float16 teacher (the release's --teacher-model-fp16):
+    it runs in plain float16, as the release runs it outside the engine, not in the bf16 of the student's autocast."""
+    weight = next(unwrap_teacher(teacher).parameters(), None)
+    if weight is not None and weight.dtype == torch.float16:
+        return torch.autocast(device_type=accelerator.device.type, enabled=False)
+    return accelerator.autocast()
+
+
 def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictConfig, accelerator,
                      weights: Optional[torch.Tensor] = None) -> dict:
     """One micro-batch: ``loss`` = (1 − kd_ratio)·Σ CE + kd_ratio·Σ distillation (differentiable), the detached
@@ -57,7 +66,7 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
         unwrapped = accelerator.unwrap_model(student)
         teacher_module = unwrap_teacher(models.teacher)
         hidden = hidden_states_before_head(student, unwrapped, inputs)
-        with torch.no_grad(), accelerator.autocast():
+        with torch.no_grad(), teacher_precision(accelerator, models.teacher):
             teacher_hidden = hidden_states_before_head(models.teacher, teacher_module, inputs)
         head = base_causal_lm(unwrapped).get_output_embeddings().weight
         teacher_head = teacher_module.get_output_embeddings().weight
@@ -74,7 +83,7 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
         ce = chunked_cross_entropy(logits, targets, reduction="sum", weights=weights)
     sums["ce"], sums["loss"] = ce.detach(), ce
     if objective is not None:
-        with torch.no_grad(), accelerator.autocast():
+        with torch.no_grad(), teacher_precision(accelerator, models.teacher):
             teacher_logits = models.teacher(**inputs, use_cache=False).logits
         vocab = models.vocab
         if logits.shape[-1] != vocab or teacher_logits.shape[-1] != vocab:

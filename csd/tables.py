@@ -37,7 +37,7 @@ eval.<key>=<value> goes to csd.evaluate (eval.seeds=[10]). Environment: CSD_LAUN
 "-m csd.train" in real runs; HF_HUB_OFFLINE defaults to 1."""
 TINY_TRAIN = [  # appended under --tiny; {root} = output_root, {tiny_data} = fixture copies of configs/data
     "model=tiny", "model.teacher.name_or_path={root}/tiny_models/teacher", "model.student.name_or_path={root}/tiny_models/student",
-    "model.student.peft_path=null", "data=tiny", "train.batch_size=4", "train.grad_accum=1", "train.max_steps=2",
+    "model.student.peft_path=null", "model.student.lora_path=null", "data=tiny", "train.batch_size=4", "train.grad_accum=1", "train.max_steps=2",
     "train.max_length=96", "train.max_prompt_length=48", "train.eval_generate=2", "train.eval_batches=1", "train.save_every=null",
     "train.mixed_precision=bf16", "train.gradient_checkpointing=false", "++data.max_new_tokens=8", "output_root={root}",
 ]

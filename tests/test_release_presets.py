@@ -121,7 +121,7 @@ def test_evaluation_reads_best_when_the_run_kept_one(tmp_path):
 @pytest.mark.parametrize("init, table2, key, seed", [
     ("sft_gpt2_init", "table2_gpt2", "name_or_path", 10),
     ("sft_gpt2_medium_init", "table2_gpt2_medium", "name_or_path", 10),
-    ("sft_openllama2_3b_lora", "table2_openllama2", "peft_path", 20),
+    ("sft_openllama2_3b_lora", "table2_openllama2", "lora_path", 20),
 ])
 def test_student_initialisations_train_3_epochs_and_keep_the_best_validation_loss(init, table2, key, seed):
     cfg = compose([f"experiment={init}"])
