@@ -99,8 +99,9 @@ def _every(cfg: DictConfig, key: str) -> None:
         raise ValueError(f"{key}={value!r} must be 'epoch', a positive number of optimizer steps, or null")
 
 
-def validate_train_config(cfg: DictConfig) -> None:
-    """Fail before any model is loaded, naming the bad key and the allowed values."""
+def validate(cfg: DictConfig) -> None:
+    """Every check of a training config, before any model loads: a bad key or value, or keys that cannot go together
+    (objective options, lengths, schedule, batch source and data, the launch), fails naming the key."""
     from csd.losses import LOSSES, loss_options
 
     _choice(cfg, "loss.name", sorted(LOSSES) + ["sft"])
@@ -134,6 +135,49 @@ def validate_train_config(cfg: DictConfig) -> None:
     resume = cfg.train.resume
     if resume not in (None, "auto") and not Path(str(resume)).is_dir():
         raise ValueError(f"train.resume={resume!r} must be null, 'auto' or an existing checkpoint directory")
+    _validate_batch_source(cfg)
+    _validate_launch(cfg)
+
+
+validate_train_config = validate  # the name used before
+
+
+def _probability(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key}={value!r} must be a probability in [0, 1]")
+
+
+def _validate_batch_source(cfg: DictConfig) -> None:
+    """onpolicy (csd/onpolicy): where micro-batches come from, and the pretraining corpus."""
+    from csd.onpolicy import ONPOLICY_NAMES
+
+    name = cfg.onpolicy.name
+    _choice(cfg, "onpolicy.name", ONPOLICY_NAMES)
+    if name == "imitkd":
+        _probability(cfg, "onpolicy.mixed_alpha")
+        if int(cfg.onpolicy.buffer_capacity) < cfg.train.batch_size:
+            raise ValueError(f"onpolicy.buffer_capacity={cfg.onpolicy.buffer_capacity} must hold at least one micro-batch "
+                             f"(train.batch_size={cfg.train.batch_size})")
+    if name == "gkd":
+        _probability(cfg, "onpolicy.student_ratio")
+    if name == "chat_pairs" and cfg.data.get("format") != "chat_pairs":
+        raise ValueError(f"onpolicy=chat_pairs needs teacher/student response pairs (data=chat_pairs), "
+                         f"not data={cfg.data.get('name')!r} (format {cfg.data.get('format')!r})")
+    if cfg.train.get("lm_data"):
+        from csd.data import load_data_config
+
+        load_data_config(cfg.train.lm_data)  # raises FileNotFoundError naming the missing config
+
+
+def _validate_launch(cfg: DictConfig) -> None:
+    """Settings the launch (accelerate's environment) cannot honour."""
+    from csd.distributed import requested_zero_stage
+
+    if requested_zero_stage() == 3 and cfg.model.student.get("keep_layers"):
+        raise ValueError("model.student.keep_layers cuts a loaded model, but ZeRO-3 partitions models as they load; "
+                         "cut it once in a single process (csd.models.load_model(student node).save_pretrained(dir)) "
+                         "and point model.student.name_or_path at that directory")
 
 
 def distillation_enabled(cfg: DictConfig) -> bool:
@@ -152,5 +196,5 @@ def maybe(value, default=None):
     return default if value is None else value
 
 
-__all__ = ["CONFIG_DIR", "compose", "run_name_from_overrides", "group_options", "validate_train_config", "distillation_enabled", "loss_kwargs",
+__all__ = ["CONFIG_DIR", "compose", "run_name_from_overrides", "group_options", "validate", "validate_train_config", "distillation_enabled", "loss_kwargs",
            "resolved_yaml", "maybe"]

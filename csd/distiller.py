@@ -20,13 +20,13 @@ import torch
 from omegaconf import DictConfig
 
 from csd.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_model
-from csd.config import distillation_enabled, loss_kwargs, validate_train_config
+from csd.config import distillation_enabled, loss_kwargs, validate
 from csd.data import TrainCollator, build_dataset, pad_token_id_of
-from csd.distributed import check_launch, make_accelerator, prepare_teacher, synced_generation
+from csd.distributed import make_accelerator, prepare_teacher, synced_generation
 from csd.logger import RunLogger
 from csd.losses import get_loss
 from csd.models import Models, build_models
-from csd.onpolicy import ReferenceBatches, build_batch_source, build_lm_batches, check_config as check_onpolicy_config
+from csd.onpolicy import ReferenceBatches, build_batch_source, build_lm_batches
 from csd.optim import build_optimizer, build_scheduler
 from csd import step as steps
 
@@ -51,7 +51,7 @@ def is_due(every, step: int, end_of_epoch: bool) -> bool:
 
 class Distiller:
     def __init__(self, cfg: DictConfig, models: Optional[Models] = None):
-        validate_train_config(cfg)  # every cross-key check, before anything loads
+        validate(cfg)  # every check of the config, before anything loads
         self.cfg, self.models = cfg, models
         self.output_dir = Path(cfg.output_dir)
         self.state = TrainState()
@@ -64,8 +64,6 @@ class Distiller:
         cfg = self.cfg
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = accelerator = make_accelerator(cfg)
-        check_launch(cfg, accelerator)
-        check_onpolicy_config(cfg, accelerator)
         set_seed(cfg.train.seed, device_specific=True)  # + process index: ranks draw different dropout masks
         distil = distillation_enabled(cfg)
         models = self.models = self.models or build_models(cfg)

@@ -86,12 +86,11 @@ def make_accelerator(cfg: DictConfig):
     return accelerator
 
 
-def check_launch(cfg: DictConfig, accelerator) -> None:
-    """Settings this launch cannot honour, refused before any model loads."""
-    if zero_stage(accelerator) == 3 and cfg.model.student.get("keep_layers"):
-        raise ValueError("model.student.keep_layers cuts a loaded model, but ZeRO-3 partitions models as they load; "
-                         "cut it once in a single process (csd.models.load_model(student node).save_pretrained(dir)) "
-                         "and point model.student.name_or_path at that directory")
+def requested_zero_stage() -> int:
+    """The ZeRO stage the launch file asks for (0 without DeepSpeed), readable before the accelerator exists."""
+    if not deepspeed_requested():
+        return 0
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0") or 0)
 
 
 def zero_stage(accelerator) -> int:

@@ -97,13 +97,14 @@ def test_slurm_script_refuses_a_node_count_other_than_the_launch_file():
     assert result.returncode == 2 and "num_machines: 2" in result.stderr
 
 
-def test_zero3_refuses_a_student_cut_from_a_loaded_model():
-    from types import SimpleNamespace
+def test_zero3_refuses_a_student_cut_from_a_loaded_model(monkeypatch):
+    """Checked by csd.config.validate from the launch's environment, before any model loads."""
+    from csd.config import compose, validate
 
-    from csd.config import compose
-    from csd.distributed import check_launch
-
-    zero3 = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=3)))
-    check_launch(compose([]), SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None)))  # one process: fine
+    validate(compose([]))  # one process: fine (the quickstart student keeps 8 of the teacher's 30 layers)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "1")
+    validate(compose([]))  # ZeRO-1 keeps whole models: fine
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(ValueError, match="keep_layers"):
-        check_launch(compose([]), zero3)  # the quickstart student keeps 8 of the teacher's 30 layers
+        validate(compose([]))

@@ -29,31 +29,12 @@ from csd.onpolicy.sources import ChatPairBatches, ReferenceBatches, StudentBatch
 ONPOLICY_NAMES = ("none", "imitkd", "gkd", "chat_pairs")
 
 
-def _probability(value, key: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{key}={value!r} must be a probability in [0, 1]")
-    return float(value)
 
+def check_config(cfg: DictConfig, accelerator=None) -> None:
+    """The batch-source checks of csd.config.validate (kept for callers of this module)."""
+    from csd.config import _validate_batch_source
 
-def check_config(cfg: DictConfig, accelerator) -> None:
-    """Fail before any model is loaded, naming the bad key."""
-    onpolicy = cfg.onpolicy
-    if onpolicy.name not in ONPOLICY_NAMES:
-        raise ValueError(f"onpolicy.name={onpolicy.name!r} is not allowed; choose one of: {', '.join(ONPOLICY_NAMES)}")
-    if onpolicy.name == "imitkd":
-        _probability(onpolicy.mixed_alpha, "onpolicy.mixed_alpha")
-        if int(onpolicy.buffer_capacity) < cfg.train.batch_size:
-            raise ValueError(f"onpolicy.buffer_capacity={onpolicy.buffer_capacity} must hold at least one micro-batch "
-                             f"(train.batch_size={cfg.train.batch_size})")
-    if onpolicy.name == "gkd":
-        _probability(onpolicy.student_ratio, "onpolicy.student_ratio")
-    if onpolicy.name == "chat_pairs" and cfg.data.get("format") != "chat_pairs":
-        raise ValueError(f"onpolicy=chat_pairs needs teacher/student response pairs (data=chat_pairs), "
-                         f"not data={cfg.data.get('name')!r} (format {cfg.data.get('format')!r})")
-    if cfg.train.get("lm_data"):
-        from csd.data import load_data_config
-
-        load_data_config(cfg.train.lm_data)  # raises FileNotFoundError naming the missing config
+    _validate_batch_source(cfg)
 
 
 def build_sampler(cfg: DictConfig, train_set, tokenizer, accelerator) -> StudentSampler:
@@ -67,7 +48,6 @@ def build_sampler(cfg: DictConfig, train_set, tokenizer, accelerator) -> Student
 
 def build_batch_source(cfg: DictConfig, references, tokenizer, accelerator):
     """The micro-batch source that ``cfg.onpolicy.name`` asks for; ``references`` is the off-policy one."""
-    check_config(cfg, accelerator)
     name = cfg.onpolicy.name
     if name == "none":
         return references
