@@ -30,13 +30,6 @@ ONPOLICY_NAMES = ("none", "imitkd", "gkd", "chat_pairs")
 
 
 
-def check_config(cfg: DictConfig, accelerator=None) -> None:
-    """The batch-source checks of csd.config.validate (kept for callers of this module)."""
-    from csd.config import _validate_batch_source
-
-    _validate_batch_source(cfg)
-
-
 def build_sampler(cfg: DictConfig, train_set, tokenizer, accelerator) -> StudentSampler:
     onpolicy = cfg.onpolicy
     max_new_tokens = onpolicy.get("max_new_tokens") or cfg.train.max_length - cfg.train.max_prompt_length
@@ -78,5 +71,5 @@ def build_lm_batches(cfg: DictConfig, tokenizer, accelerator) -> Optional[Pretra
                                           processes=accelerator.num_processes)
 
 
-__all__ = ["ONPOLICY_NAMES", "ReferenceBatches", "check_config", "ReplayBuffer", "StudentSampler", "StudentBatches", "ChatPairBatches",
+__all__ = ["ONPOLICY_NAMES", "ReferenceBatches", "ReplayBuffer", "StudentSampler", "StudentBatches", "ChatPairBatches",
            "PretrainingBatches", "build_sampler", "build_batch_source", "build_lm_batches"]
