@@ -149,20 +149,20 @@ def _probability(cfg: DictConfig, key: str) -> None:
 
 
 def _validate_batch_source(cfg: DictConfig) -> None:
-    """onpolicy (csd/onpolicy): where micro-batches come from, and the pretraining corpus."""
-    from csd.onpolicy import ONPOLICY_NAMES
+    """batches (csd/batches): where micro-batches come from; the pretraining corpus (csd/data/pretraining.py)."""
+    from csd.batches import BATCH_SOURCES
 
-    name = cfg.onpolicy.name
-    _choice(cfg, "onpolicy.name", ONPOLICY_NAMES)
+    name = cfg.batches.name
+    _choice(cfg, "batches.name", BATCH_SOURCES)
     if name == "imitkd":
-        _probability(cfg, "onpolicy.mixed_alpha")
-        if int(cfg.onpolicy.buffer_capacity) < cfg.train.batch_size:
-            raise ValueError(f"onpolicy.buffer_capacity={cfg.onpolicy.buffer_capacity} must hold at least one micro-batch "
+        _probability(cfg, "batches.mixed_alpha")
+        if int(cfg.batches.buffer_capacity) < cfg.train.batch_size:
+            raise ValueError(f"batches.buffer_capacity={cfg.batches.buffer_capacity} must hold at least one micro-batch "
                              f"(train.batch_size={cfg.train.batch_size})")
     if name == "gkd":
-        _probability(cfg, "onpolicy.student_ratio")
+        _probability(cfg, "batches.student_ratio")
     if name == "chat_pairs" and cfg.data.get("format") != "chat_pairs":
-        raise ValueError(f"onpolicy=chat_pairs needs teacher/student response pairs (data=chat_pairs), "
+        raise ValueError(f"batches=chat_pairs needs teacher/student response pairs (data=chat_pairs), "
                          f"not data={cfg.data.get('name')!r} (format {cfg.data.get('format')!r})")
     if cfg.train.get("lm_data"):
         from csd.data import load_data_config

@@ -26,7 +26,7 @@ from csd.distributed import make_accelerator, prepare_teacher, synced_generation
 from csd.logger import RunLogger
 from csd.losses import get_loss
 from csd.models import Models, build_models
-from csd.onpolicy import ReferenceBatches, build_batch_source, build_lm_batches
+from csd.batches import ReferenceBatches, build_batch_source, build_lm_batches
 from csd.optim import build_optimizer, build_scheduler
 from csd import step as steps
 

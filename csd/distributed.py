@@ -40,7 +40,7 @@ def has_gpu() -> bool:
 
 def micro_batch_rows(cfg: DictConfig) -> int:
     """Rows in one micro-batch of one process (chat pairs give a teacher and a student row per prompt)."""
-    return cfg.train.batch_size * (2 if cfg.onpolicy.name == "chat_pairs" else 1)
+    return cfg.train.batch_size * (2 if cfg.batches.name == "chat_pairs" else 1)
 
 
 def deepspeed_batch_settings(rows_per_process: int, grad_accum: int, world_size: int) -> dict:

@@ -123,7 +123,7 @@ def global_example_count(batches: list, cfg: DictConfig, accelerator) -> float:
     """Examples with a target in the step, over all processes; a chat pair (teacher and student row) is one
     example, so its two per-sequence means are summed as the release does."""
     rows = sum(int(((shift_labels(b["labels"]) != IGNORE_INDEX).sum(dim=1) > 0).sum()) for b in batches)
-    rows_per_example = 2 if cfg.onpolicy.name == "chat_pairs" else 1
+    rows_per_example = 2 if cfg.batches.name == "chat_pairs" else 1
     return accelerator.reduce(torch.tensor(rows / rows_per_example, device=accelerator.device), "sum").item()
 
 

@@ -171,7 +171,7 @@ def test_zero3_lora_student_samples_on_policy_and_saves_an_adapter(tiny_pair, tm
     """Table 4 trains LoRA adapters under ZeRO-3; ImitKD sampling and validation generation need every rank."""
     run_dir = launch("zero3_bf16_4gpu.yaml", tiny_pair, tmp_path,
                      "model.student.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}",
-                     "onpolicy=imitkd", "onpolicy.max_new_tokens=6", "train.eval_every=1", "train.eval_generate=4",
+                     "batches=imitkd", "batches.max_new_tokens=6", "train.eval_every=1", "train.eval_generate=4",
                      "train.max_steps=2")
     summary = metrics(run_dir)
     assert all("val/rougeL" in row for row in summary["evaluations"])

@@ -89,7 +89,7 @@ def test_table3_dry_run_has_each_task_with_its_weighting_and_epochs():
 
 def test_table2_table4_table5_dry_runs():
     t2 = dry_run("table2_onpolicy.sh")
-    assert [d["onpolicy"]["name"] for d in t2] == ["imitkd"] * 3
+    assert [d["batches"]["name"] for d in t2] == ["imitkd"] * 3
     assert [d["optim"]["lr"] for d in t2] == pytest.approx([5e-4, 1e-4, 1e-4])
     assert [d["train"]["batch_size"] for d in t2] == [32, 32, 8] and t2[2]["train"]["epochs"] == 10
     assert all(d["train"]["lm_data"] == "openwebtext" for d in t2)
@@ -98,7 +98,7 @@ def test_table2_table4_table5_dry_runs():
     for d in t4:
         effective = d["train"]["batch_size"] * d["train"]["grad_accum"] * 4  # 4 GPUs (configs/accelerate/*4gpu)
         assert (d["optim"]["lr"], d["train"]["epochs"], effective) == (pytest.approx(5e-5), 1, 128)
-        assert d["onpolicy"]["name"] == "chat_pairs" and d["loss"]["weighting"] == "SS"
+        assert d["batches"]["name"] == "chat_pairs" and d["loss"]["weighting"] == "SS"
     t5 = dry_run("table5_dld_ablation.sh")
     cells = {(d["loss"].get("weight"), d["loss"].get("normalize")) for d in t5 if d["loss"]["name"] == "dld"}
     assert cells == {(w, n) for w in "STU" for n in ("mean", "min", "max", "std", "range")}

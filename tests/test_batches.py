@@ -1,4 +1,4 @@
-"""On-policy and chat batch sources (csd/onpolicy) and the pretraining-corpus term, on tiny offline models.
+"""On-policy and chat batch sources (csd/batches) and the pretraining-corpus term, on tiny offline models.
 
 Buffer and masking are checked against hand-written values; trainer runs are checked against runs that must
 coincide (mixing probability 0 = references, resumed = uninterrupted) and, for chat pairs, against a float64
@@ -16,8 +16,8 @@ import yaml
 
 from csd.config import compose
 from csd.losses import LOSSES
-from csd.onpolicy import PretrainingBatches, ReplayBuffer, StudentSampler
-from csd.onpolicy.pretraining import tokenised_corpus
+from csd.batches import PretrainingBatches, ReplayBuffer, StudentSampler
+from csd.data.pretraining import tokenised_corpus
 from csd.testing import make_tiny_model, make_tiny_tokenizer, save_tiny_checkpoint
 from csd.train import run
 
@@ -199,18 +199,18 @@ def test_corpus_is_documents_joined_by_eos_and_cut_into_chunks(corpus_config):
 
 # ---- trainer runs ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("switch", ["onpolicy=imitkd onpolicy.mixed_alpha=0.0", "onpolicy=gkd onpolicy.student_ratio=0.0"])
+@pytest.mark.parametrize("switch", ["batches=imitkd batches.mixed_alpha=0.0", "batches=gkd batches.student_ratio=0.0"])
 def test_probability_zero_is_the_reference_run(pair, tmp_path, switch):
     reference = run(config(pair, tmp_path / "ref"))
     mixed = run(config(pair, tmp_path / "mixed", *switch.split()))
     assert [h["train/kd"] for h in mixed["history"]] == [h["train/kd"] for h in reference["history"]]
-    sampled = run(config(pair, tmp_path / "sampled", "onpolicy=gkd", "onpolicy.student_ratio=1.0",
-                         "onpolicy.max_new_tokens=8"))
+    sampled = run(config(pair, tmp_path / "sampled", "batches=gkd", "batches.student_ratio=1.0",
+                         "batches.max_new_tokens=8"))
     assert sampled["history"][0]["train/kd"] != reference["history"][0]["train/kd"]
 
 
 def test_imitkd_with_corpus_term_resumes_exactly(pair, tmp_path, corpus_config):
-    common = ("onpolicy=imitkd", "onpolicy.max_new_tokens=8", f"train.lm_data={corpus_config}", "train.max_steps=3",
+    common = ("batches=imitkd", "batches.max_new_tokens=8", f"train.lm_data={corpus_config}", "train.max_steps=3",
               "optim.lr=1e-3", "optim.scheduler=constant")
     full = run(config(pair, tmp_path / "full", *common))
     assert run(config(pair, tmp_path / "resumed", *common, "train.stop_after_steps=1")) == {"stopped_at": 1}
@@ -233,8 +233,8 @@ def test_imitkd_with_corpus_term_resumes_exactly(pair, tmp_path, corpus_config):
 @pytest.mark.parametrize("onpolicy", ["imitkd", "chat_pairs"])
 @pytest.mark.parametrize("objective", sorted(LOSSES) + ["sft"])
 def test_one_step_with_every_objective(pair, tmp_path, onpolicy, objective):
-    extra = ["onpolicy.max_new_tokens=4"] if onpolicy == "imitkd" else chat_data()
-    cfg = config(pair, tmp_path, f"onpolicy={onpolicy}", f"loss={objective}", "train.max_steps=1", "train.batch_size=2",
+    extra = ["batches.max_new_tokens=4"] if onpolicy == "imitkd" else chat_data()
+    cfg = config(pair, tmp_path, f"batches={onpolicy}", f"loss={objective}", "train.max_steps=1", "train.batch_size=2",
                  "train.kd_ratio=0.0" if objective == "sft" else "train.kd_ratio=1.0", *extra)
     summary = run(cfg)
     value = summary["history"][0]["train/ce" if objective == "sft" else "train/kd"]
@@ -253,7 +253,7 @@ def test_chat_pairs_loss_is_the_token_mean_over_both_responses(pair, tmp_path):
 
     from csd.data import encode_example, load_examples, response_end_ids
 
-    cfg = config(pair, tmp_path, "onpolicy=chat_pairs", "loss=csd", "train.max_steps=1", "train.batch_size=2", *chat_data())
+    cfg = config(pair, tmp_path, "batches=chat_pairs", "loss=csd", "train.max_steps=1", "train.batch_size=2", *chat_data())
     summary = run(cfg)
     teacher_dir, student_dir = pair
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
@@ -309,17 +309,17 @@ def test_corpus_term_is_lm_coef_times_its_own_token_mean(pair, tmp_path, corpus_
 
 
 @pytest.mark.parametrize("override, message", [
-    ("onpolicy.mixed_alpha=1.5", "onpolicy.mixed_alpha=1.5 must be a probability"),
-    ("onpolicy.buffer_capacity=2", "onpolicy.buffer_capacity=2 must hold at least one micro-batch"),
-    ("onpolicy.name=dagger", "onpolicy.name='dagger' is not allowed; choose one of: none, imitkd, gkd, chat_pairs"),
+    ("batches.mixed_alpha=1.5", "batches.mixed_alpha=1.5 must be a probability"),
+    ("batches.buffer_capacity=2", "batches.buffer_capacity=2 must hold at least one micro-batch"),
+    ("batches.name=dagger", "batches.name='dagger' is not allowed; choose one of: reference, imitkd, gkd, chat_pairs"),
     ("train.lm_data=no_such_corpus", "no data config"),
 ])
 def test_bad_onpolicy_config_fails_before_loading_models(tmp_path, override, message):
-    cfg = config(("no/such-teacher", "no/such-student"), tmp_path, "onpolicy=imitkd", override)
+    cfg = config(("no/such-teacher", "no/such-student"), tmp_path, "batches=imitkd", override)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(cfg)
 
 
 def test_chat_pairs_needs_pair_data(pair, tmp_path):
-    with pytest.raises(ValueError, match="onpolicy=chat_pairs needs teacher/student response pairs"):
-        run(config(pair, tmp_path, "onpolicy=chat_pairs"))
+    with pytest.raises(ValueError, match="batches=chat_pairs needs teacher/student response pairs"):
+        run(config(pair, tmp_path, "batches=chat_pairs"))

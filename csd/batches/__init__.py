@@ -1,8 +1,8 @@
-"""Where the trainer's micro-batches come from (config group ``onpolicy``), and the pretraining-corpus batches.
+"""Where the trainer's micro-batches come from (config group ``batches``), and the pretraining-corpus batches.
 
-| onpolicy=   | micro-batch                                                              | paper          |
+| batches=    | micro-batch                                                              | paper          |
 |-------------|--------------------------------------------------------------------------|----------------|
-| none        | the data set's reference responses                                       | Tables 1, 3, 5 |
+| reference   | the data set's reference responses                                       | Tables 1, 3, 5 |
 | imitkd      | student samples → replay buffer (capacity 1000) → random rows from it,   | Table 2        |
 |             | with probability mixed_alpha (1.0), else references                      |                |
 | gkd         | student samples with probability student_ratio λ, else references         | (beyond paper) |
@@ -21,36 +21,35 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from csd.onpolicy.buffer import ReplayBuffer
-from csd.onpolicy.pretraining import PretrainingBatches
-from csd.onpolicy.sampling import StudentSampler
-from csd.onpolicy.sources import ChatPairBatches, ReferenceBatches, StudentBatches
+from csd.batches.buffer import ReplayBuffer
+from csd.batches.sampling import StudentSampler
+from csd.batches.sources import ChatPairBatches, ReferenceBatches, StudentBatches
+from csd.data.pretraining import PretrainingBatches
 
-ONPOLICY_NAMES = ("none", "imitkd", "gkd", "chat_pairs")
-
+BATCH_SOURCES = ("reference", "imitkd", "gkd", "chat_pairs")
 
 
 def build_sampler(cfg: DictConfig, train_set, tokenizer, accelerator) -> StudentSampler:
-    onpolicy = cfg.onpolicy
-    max_new_tokens = onpolicy.get("max_new_tokens") or cfg.train.max_length - cfg.train.max_prompt_length
+    source = cfg.batches
+    max_new_tokens = source.get("max_new_tokens") or cfg.train.max_length - cfg.train.max_prompt_length
     return StudentSampler(train_set, tokenizer, accelerator, max_new_tokens=max_new_tokens,
-                          max_prompt_length=cfg.train.max_prompt_length, temperature=onpolicy.temperature,
-                          top_k=onpolicy.top_k, top_p=onpolicy.top_p, seed=cfg.train.seed,
+                          max_prompt_length=cfg.train.max_prompt_length, temperature=source.temperature,
+                          top_k=source.top_k, top_p=source.top_p, seed=cfg.train.seed,
                           prompt_format=cfg.data.get("prompt_format") or "minillm")
 
 
 def build_batch_source(cfg: DictConfig, references, tokenizer, accelerator):
-    """The micro-batch source that ``cfg.onpolicy.name`` asks for; ``references`` is the off-policy one."""
-    name = cfg.onpolicy.name
-    if name == "none":
+    """The micro-batch source that ``cfg.batches.name`` asks for; ``references`` is the off-policy one."""
+    name = cfg.batches.name
+    if name == "reference":
         return references
     if name == "imitkd":
-        buffer = ReplayBuffer(int(cfg.onpolicy.buffer_capacity), seed=cfg.train.seed * 1000 + accelerator.process_index)
+        buffer = ReplayBuffer(int(cfg.batches.buffer_capacity), seed=cfg.train.seed * 1000 + accelerator.process_index)
         return StudentBatches(references, build_sampler(cfg, references.train_set, tokenizer, accelerator),
-                              cfg.onpolicy.mixed_alpha, cfg.train.seed, buffer, process=accelerator.process_index)
+                              cfg.batches.mixed_alpha, cfg.train.seed, buffer, process=accelerator.process_index)
     if name == "gkd":
         return StudentBatches(references, build_sampler(cfg, references.train_set, tokenizer, accelerator),
-                              cfg.onpolicy.student_ratio, cfg.train.seed)
+                              cfg.batches.student_ratio, cfg.train.seed)
     from csd.data import build_dataset  # chat_pairs
 
     student_set = build_dataset(cfg.data, "train", tokenizer, cfg.train.max_length, cfg.train.max_prompt_length,
@@ -71,5 +70,5 @@ def build_lm_batches(cfg: DictConfig, tokenizer, accelerator) -> Optional[Pretra
                                           processes=accelerator.num_processes)
 
 
-__all__ = ["ONPOLICY_NAMES", "ReferenceBatches", "ReplayBuffer", "StudentSampler", "StudentBatches", "ChatPairBatches",
+__all__ = ["BATCH_SOURCES", "ReferenceBatches", "ReplayBuffer", "StudentSampler", "StudentBatches", "ChatPairBatches",
            "PretrainingBatches", "build_sampler", "build_batch_source", "build_lm_batches"]

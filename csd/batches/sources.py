@@ -14,8 +14,8 @@ import random
 
 import torch
 
-from csd.onpolicy.buffer import ReplayBuffer
-from csd.onpolicy.sampling import StudentSampler
+from csd.batches.buffer import ReplayBuffer
+from csd.batches.sampling import StudentSampler
 
 
 def gather_per_process(local_state) -> list:
@@ -55,10 +55,10 @@ class StudentBatches:
     """Micro-batches of the student's own responses with probability ``probability``, else the references; the
     coin is the same on every process. Two settings of one idea:
 
-    - ImitKD (``onpolicy=imitkd``; DistiLLM's finetune loop, Table 2: ``--student-gen --mixed-alpha 1.0``): with a
+    - ImitKD (``batches=imitkd``; DistiLLM's finetune loop, Table 2: ``--student-gen --mixed-alpha 1.0``): with a
       replay ``buffer``, new samples are added to it and the trained rows are ``len(indices)`` rows drawn from it
       (the new ones included).
-    - GKD-style mixing (``onpolicy=gkd``, Agarwal et al. 2024): no buffer, the samples themselves are trained on;
+    - GKD-style mixing (``batches=gkd``, Agarwal et al. 2024): no buffer, the samples themselves are trained on;
       λ = 0 is off-policy distillation, λ = 1 purely on-policy."""
 
     def __init__(self, references, sampler: StudentSampler, probability: float, seed: int,
