@@ -106,7 +106,7 @@ def validate(cfg: DictConfig) -> None:
 
     _choice(cfg, "loss.name", sorted(LOSSES) + ["sft"])
     if cfg.loss.name != "sft":
-        allowed = set(loss_options(cfg.loss.name)) | {"name", "fused", "reduction"}
+        allowed = set(loss_options(cfg.loss.name)) | {"name", "reduction"}
         unknown = sorted(set(cfg.loss) - allowed)
         if unknown:
             raise ValueError(f"loss.{unknown[0]} is not an option of loss {cfg.loss.name!r}; allowed: {', '.join(sorted(allowed))}")
@@ -117,6 +117,7 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, key)
     _positive(cfg, "train.max_steps", optional=True)
     _choice(cfg, "loss.reduction", ["token", "sequence"], optional=True)
+    _choice(cfg, "train.head", ["logits", "fused"])
     _choice(cfg, "optim.scheduler", ["constant", "linear", "cosine"])
     _choice(cfg, "train.mixed_precision", ["no", "bf16", "fp16"], optional=True)
     _choice(cfg, "logger.name", ["none", "wandb"])
@@ -185,7 +186,7 @@ def distillation_enabled(cfg: DictConfig) -> bool:
 
 
 def loss_kwargs(loss_cfg: DictConfig) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(loss_cfg, resolve=True).items() if k not in ("name", "fused", "reduction")}
+    return {k: v for k, v in OmegaConf.to_container(loss_cfg, resolve=True).items() if k not in ("name", "reduction")}
 
 
 def resolved_yaml(cfg: DictConfig) -> str:

@@ -68,12 +68,12 @@ class Distiller:
         distil = distillation_enabled(cfg)
         models = self.models = self.models or build_models(cfg)
         self.objective = get_loss(cfg.loss.name, **loss_kwargs(cfg.loss)) if distil else None
-        if distil and cfg.loss.get("fused", False):
+        if distil and cfg.train.head == "fused":
             capped = [n for n, m in (("student", models.student), ("teacher", models.teacher))
                       if getattr(getattr(m, "config", None), "final_logit_softcapping", None)]
             if capped:  # the fused head computes hidden @ W.T only; these models transform their logits afterwards
-                raise ValueError(f"loss.fused=true cannot reproduce the final logit soft-capping of the "
-                                 f"{' and '.join(capped)}; use loss.fused=false")
+                raise ValueError(f"train.head=fused cannot reproduce the final logit soft-capping of the "
+                                 f"{' and '.join(capped)}; use train.head=logits")
         if distil and models.vocab is None:
             models.vocab = len(models.tokenizer)
         if cfg.train.gradient_checkpointing:

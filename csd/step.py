@@ -62,7 +62,7 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     kd_ratio = cfg.train.kd_ratio if objective is not None else 0.0
     sums = {"tokens": (targets != IGNORE_INDEX).sum()}
-    if cfg.loss.get("fused", False) and objective is not None:
+    if cfg.train.head == "fused" and objective is not None:
         unwrapped = accelerator.unwrap_model(student)
         teacher_module = unwrap_teacher(models.teacher)
         hidden = hidden_states_before_head(student, unwrapped, inputs)

@@ -7,7 +7,7 @@
 Variants (each in its own subprocess, so peaks do not mix):
   fp32            float32, logits path: CE and the objective chunked (the trainer's default)
   fp32_plain_ce   as fp32, but CE as before: F.cross_entropy(logits.float()) on the full (B, T, V) logits
-  fp32_fused      float32, loss.fused=true (no (B, T, V) logits at all)
+  fp32_fused      float32, train.head=fused (no (B, T, V) logits at all)
   bf16            bf16 autocast (train.mixed_precision=bf16), logits path
   bf16_plain_ce   as bf16, with the CE of before (the float32 copy is a real copy of bf16 logits)
   bf16_mix, bf16_mix_plain_ce   bf16 with train.kd_ratio=0.5: the CE has a gradient (ours / before)
@@ -34,13 +34,13 @@ sys.path.insert(0, str(REPO / "scripts"))
 VARIANTS = {
     "fp32": ("float32, logits path (chunked CE + objective)", ["train.mixed_precision=no"]),
     "fp32_plain_ce": ("float32, logits path, CE on a float32 copy of the logits (before)", ["train.mixed_precision=no"]),
-    "fp32_fused": ("float32, fused head (loss.fused=true)", ["train.mixed_precision=no", "loss.fused=true"]),
+    "fp32_fused": ("float32, fused head (train.head=fused)", ["train.mixed_precision=no", "train.head=fused"]),
     "bf16": ("bf16 autocast, logits path", ["train.mixed_precision=bf16"]),
     "bf16_plain_ce": ("bf16 autocast, logits path, CE on a float32 copy of the logits (before)", ["train.mixed_precision=bf16"]),
     "bf16_mix": ("bf16, train.kd_ratio=0.5 (CE with gradient), chunked CE", ["train.mixed_precision=bf16", "train.kd_ratio=0.5"]),
     "bf16_mix_plain_ce": ("bf16, train.kd_ratio=0.5, CE on a float32 copy of the logits (before)",
                           ["train.mixed_precision=bf16", "train.kd_ratio=0.5"]),
-    "bf16_fused": ("bf16 autocast, fused head", ["train.mixed_precision=bf16", "loss.fused=true"]),
+    "bf16_fused": ("bf16 autocast, fused head", ["train.mixed_precision=bf16", "train.head=fused"]),
 }
 
 

@@ -150,7 +150,7 @@ def test_zero3_best_checkpoint_loads_in_evaluate(zero3_run, tmp_path):
 
 
 def test_zero3_fused_loss_equals_unfused(zero3_run, tiny_pair, tmp_path, references):
-    fused = launch("zero3_bf16_4gpu.yaml", tiny_pair, tmp_path, "loss.fused=true")
+    fused = launch("zero3_bf16_4gpu.yaml", tiny_pair, tmp_path, "train.head=fused")
     assert_same_update(weights(fused), weights(zero3_run), weights(references["half"]), references["initial"])
 
 

@@ -30,7 +30,7 @@ def shipped(name: str) -> dict:
 def test_every_loss_file_lists_exactly_its_objectives_options():
     assert sorted(LOSS_FILES) == sorted(LOSSES)
     for name in LOSS_FILES:
-        options = set(shipped(name)) - {"name", "fused", "reduction"}
+        options = set(shipped(name)) - {"name", "reduction"}
         assert options == set(loss_options(name)), name
         assert shipped(name)["name"] == name
 
@@ -58,7 +58,7 @@ def objectives_used(monkeypatch):
 
 @pytest.mark.parametrize("name", LOSS_FILES)
 def test_every_option_reaches_the_objective(train_config, objectives_used, name):
-    options = {k: v for k, v in shipped(name).items() if k not in ("name", "fused", "reduction")}
+    options = {k: v for k, v in shipped(name).items() if k not in ("name", "reduction")}
     overrides = []
     for key, value in options.items():
         assert CHANGED[key] != value, f"pick another test value for loss.{key}"
@@ -75,7 +75,7 @@ def test_shipped_values_reach_the_objective(train_config, objectives_used, name)
     """Without overrides the file's values (not the dataclass defaults, e.g. DLD's normalize) are used."""
     csd.train.run(train_config(f"loss={name}", "train.max_steps=1"))
     used = dataclasses.asdict(objectives_used[0])
-    assert {k: used[k] for k in used} == {k: v for k, v in shipped(name).items() if k not in ("name", "fused", "reduction")}
+    assert {k: used[k] for k in used} == {k: v for k, v in shipped(name).items() if k not in ("name", "reduction")}
 
 
 def test_fused_option_selects_the_fused_head(train_config, monkeypatch):
@@ -89,5 +89,5 @@ def test_fused_option_selects_the_fused_head(train_config, monkeypatch):
     monkeypatch.setattr(csd.step, "fused_linear_loss_with", spy)
     csd.train.run(train_config("loss=csd", "loss.weighting=US", "train.max_steps=1"))
     assert calls == []
-    csd.train.run(train_config("loss=csd", "loss.weighting=US", "loss.fused=true", "train.max_steps=1"))
+    csd.train.run(train_config("loss=csd", "loss.weighting=US", "train.head=fused", "train.max_steps=1"))
     assert len(calls) == 1 and calls[0].weighting == "US"

@@ -82,7 +82,7 @@ def test_fused_loss_matches_the_unfused_trainer(train_config, tmp_path, kd_ratio
     common = ("loss=csd", "loss.weighting=TS", f"train.kd_ratio={kd_ratio}", "train.save_final_model=true",
               "optim.lr=0.05", "optim.eps=1.0")
     plain = run(train_config(*common, f"output_root={tmp_path}/plain"))
-    fused = run(train_config(*common, "loss.fused=true", f"output_root={tmp_path}/fused"))
+    fused = run(train_config(*common, "train.head=fused", f"output_root={tmp_path}/fused"))
     for a, b in zip(plain["history"], fused["history"]):
         assert a["train/kd"] == pytest.approx(b["train/kd"], rel=1e-5)
         assert a["train/ce"] == pytest.approx(b["train/ce"], rel=1e-5)

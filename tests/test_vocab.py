@@ -78,7 +78,7 @@ def test_micro_batch_compares_the_first_vocab_logits(train_config, padded_teache
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_padded_teacher_trains_as_the_unpadded_one(train_config, padded_teacher, tmp_path, fused):
-    common = ("loss=csd", "loss.weighting=TS", f"loss.fused={str(fused).lower()}", "optim.lr=1e-2")
+    common = ("loss=csd", "loss.weighting=TS", f"train.head={'fused' if fused else 'logits'}", "optim.lr=1e-2")
     plain = run(train_config(*common, f"output_root={tmp_path}/plain"))
     padded = run(train_config(*common, f"model.teacher.name_or_path={padded_teacher}", f"output_root={tmp_path}/padded"))
     for a, b in zip(plain["history"], padded["history"], strict=True):   # step 2 also checks step 1's gradient
