@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -140,9 +140,6 @@ def validate(cfg: DictConfig) -> None:
     _validate_launch(cfg)
 
 
-validate_train_config = validate  # the name used before
-
-
 def _probability(cfg: DictConfig, key: str) -> None:
     value = OmegaConf.select(cfg, key)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
@@ -197,5 +194,5 @@ def maybe(value, default=None):
     return default if value is None else value
 
 
-__all__ = ["CONFIG_DIR", "compose", "run_name_from_overrides", "group_options", "validate", "validate_train_config", "distillation_enabled", "loss_kwargs",
+__all__ = ["CONFIG_DIR", "compose", "run_name_from_overrides", "group_options", "validate", "distillation_enabled", "loss_kwargs",
            "resolved_yaml", "maybe"]

@@ -38,9 +38,14 @@ def has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def rows_per_example(cfg: DictConfig) -> int:
+    """Training rows one example becomes: a chat pair gives a teacher-response and a student-response row."""
+    return 2 if cfg.batches.name == "chat_pairs" else 1
+
+
 def micro_batch_rows(cfg: DictConfig) -> int:
-    """Rows in one micro-batch of one process (chat pairs give a teacher and a student row per prompt)."""
-    return cfg.train.batch_size * (2 if cfg.batches.name == "chat_pairs" else 1)
+    """Rows in one micro-batch of one process."""
+    return cfg.train.batch_size * rows_per_example(cfg)
 
 
 def deepspeed_batch_settings(rows_per_process: int, grad_accum: int, world_size: int) -> dict:

@@ -68,7 +68,7 @@ def load_tokenizer(spec: Any):
         raise _missing_model_error(source, error) from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    add_bos = spec.get("add_bos_token") if hasattr(spec, "get") else getattr(spec, "add_bos_token", None)
+    add_bos = _get(spec, "add_bos_token")
     if add_bos is not None:  # e.g. false for OpenLLaMA, whose release data never carries a BOS
         tokenizer.add_bos_token = bool(add_bos)
         starts_with_bos = tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from csd.distributed import gathered_in_backward, gathered_under_zero3, unwrap_teacher
+from csd.distributed import gathered_in_backward, gathered_under_zero3, rows_per_example, unwrap_teacher
 from csd.losses import IGNORE_INDEX
 from csd.losses.cross_entropy import chunked_cross_entropy
 from csd.losses.fused import fused_linear_loss_with
@@ -27,6 +27,16 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
 
     Shifting the labels instead of slicing the logits keeps the (B, T, V) logits contiguous (no copy)."""
     return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
+def target_mask(batch: dict) -> torch.Tensor:
+    """(B, T) True where a position has a target (the shifted labels are not ignored)."""
+    return shift_labels(batch["labels"]) != IGNORE_INDEX
+
+
+def rows_with_targets(batch: dict) -> torch.Tensor:
+    """How many rows of the batch have at least one target."""
+    return (target_mask(batch).sum(dim=1) > 0).sum()
 
 
 def optimizer_windows(num_examples: int, cfg: DictConfig, world: int, epoch: int) -> list[torch.Tensor]:
@@ -101,7 +111,7 @@ def lm_cross_entropy_sum(student, batch: dict) -> torch.Tensor:
 
 
 def global_token_count(batches: list, accelerator) -> float:
-    local = sum(int((shift_labels(b["labels"]) != IGNORE_INDEX).sum()) for b in batches)
+    local = sum(int(target_mask(b).sum()) for b in batches)
     return accelerator.reduce(torch.tensor(float(local), device=accelerator.device), "sum").item()
 
 
@@ -115,16 +125,15 @@ def token_weights(batch: dict, cfg: DictConfig) -> Optional[torch.Tensor]:
     """None for a token mean; for a per-sequence mean each target token weighs 1 / (its sequence's target count)."""
     if not per_sequence(cfg):
         return None
-    targets = (shift_labels(batch["labels"]) != IGNORE_INDEX).float()
+    targets = target_mask(batch).float()
     return targets / targets.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 def global_example_count(batches: list, cfg: DictConfig, accelerator) -> float:
     """Examples with a target in the step, over all processes; a chat pair (teacher and student row) is one
     example, so its two per-sequence means are summed as the release does."""
-    rows = sum(int(((shift_labels(b["labels"]) != IGNORE_INDEX).sum(dim=1) > 0).sum()) for b in batches)
-    rows_per_example = 2 if cfg.batches.name == "chat_pairs" else 1
-    return accelerator.reduce(torch.tensor(rows / rows_per_example, device=accelerator.device), "sum").item()
+    rows = sum(int(rows_with_targets(b)) for b in batches)
+    return accelerator.reduce(torch.tensor(rows / rows_per_example(cfg), device=accelerator.device), "sum").item()
 
 
 def train_step(window, batch_source, student, models, objective, optimizer, scheduler, cfg, accelerator,
@@ -184,7 +193,7 @@ def validation_loss(student, models, objective, val_set, collate, cfg, accelerat
             batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator, token_weights(batch, cfg))
-        count = ((shift_labels(batch["labels"]) != IGNORE_INDEX).sum(dim=1) > 0).sum() if per_sequence(cfg) else sums["tokens"]
+        count = rows_with_targets(batch) if per_sequence(cfg) else sums["tokens"]
         totals += torch.stack([sums.get("kd", torch.zeros(())).float().to(totals.device), sums["ce"].float(), count.float()])
     kd, ce, tokens = accelerator.reduce(totals, "sum").tolist()
     metrics = {"val/ce": ce / max(tokens, 1.0)}

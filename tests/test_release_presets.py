@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from csd.config import CONFIG_DIR, compose, validate_train_config
+from csd.config import CONFIG_DIR, compose, validate
 from csd.data import load_examples
 from csd.data.sources import load_raw_records
 from csd.testing import make_tiny_tokenizer
@@ -31,7 +31,7 @@ TEACHERS = {  # task: (its Table 3 preset, train file, validation file, epochs)
 def test_teacher_sft_preset_is_the_releases(task):
     table3, train_file, validation_file, epochs = TEACHERS[task]
     cfg = compose([f"experiment=sft_gemma_7b_{task}"])
-    validate_train_config(cfg)
+    validate(cfg)
     assert (cfg.loss.name, cfg.loss.reduction, cfg.train.kd_ratio) == ("sft", "token", 0.0)
     assert (cfg.model.student.name_or_path, cfg.model.student.dtype) == ("google/gemma-7b-it", "bfloat16")
     splits = OmegaConf.to_container(cfg.data.splits, resolve=True)
@@ -103,7 +103,7 @@ def test_prepare_data_writes_the_hub_train_split_under_the_authors_json_name(mon
 @pytest.mark.parametrize("preset", ["table3_gsm8k", "table3_summ", "table3_mt"])
 def test_table3_keeps_the_best_validation_loss_every_25_steps(preset):
     cfg = compose([f"experiment={preset}"])
-    validate_train_config(cfg)
+    validate(cfg)
     assert (cfg.train.eval_every, cfg.train.best_metric, cfg.train.eval_generate) == (25, "val/loss", 0)
 
 
@@ -125,7 +125,7 @@ def test_evaluation_reads_best_when_the_run_kept_one(tmp_path):
 ])
 def test_student_initialisations_train_3_epochs_and_keep_the_best_validation_loss(init, table2, key, seed):
     cfg = compose([f"experiment={init}"])
-    validate_train_config(cfg)
+    validate(cfg)
     assert (cfg.loss.name, cfg.train.epochs, cfg.train.best_metric, cfg.train.eval_generate) == ("sft", 3, "val/loss", 0)
     assert (cfg.optim.lr, cfg.train.batch_size, cfg.train.seed) == (5e-4, 8, seed)   # DistiLLM's init scripts
     assert compose([f"experiment={table2}"]).model.student[key] == f"{cfg.output_dir}/best"

@@ -126,8 +126,12 @@ def kept_rows(flat_labels: Tensor, reduction: str, weights: Optional[Tensor] = N
 
 
 def chunk_scale(scale, start: int, chunk: int):
-    """The scale of rows ``start:start + chunk``: the float itself, or that slice of the per-row factors as a column."""
-    return scale if isinstance(scale, float) else scale[start : start + chunk, None]
+    """The scale of rows ``start:start + chunk`` as (per row, for the loss values; as a column, for the gradient
+    rows): the float itself twice, or that slice of the per-row factors."""
+    if isinstance(scale, float):
+        return scale, scale
+    rows = scale[start : start + chunk]
+    return rows, rows[:, None]
 
 
 class _ChunkedLoss(torch.autograd.Function):
@@ -138,10 +142,10 @@ class _ChunkedLoss(torch.autograd.Function):
         for start in range(0, rows.numel(), chunk):
             index = rows[start : start + chunk]
             loss, chunk_grad = objective.chunk_value_and_grad(student[index], teacher[index], need_grad)
-            factor = chunk_scale(scale, start, chunk)
-            total += (loss * (factor if isinstance(factor, float) else factor[:, 0])).sum()
+            row_factor, column_factor = chunk_scale(scale, start, chunk)
+            total += (loss * row_factor).sum()
             if need_grad:
-                grad.index_copy_(0, index, chunk_grad.mul_(factor).to(grad.dtype))
+                grad.index_copy_(0, index, chunk_grad.mul_(column_factor).to(grad.dtype))
         # Kept as an attribute, not a saved tensor, and released in backward: the buffer can then become
         # the student's .grad without a copy.
         ctx.grad = grad

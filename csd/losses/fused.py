@@ -35,17 +35,16 @@ class _FusedLinearLoss(torch.autograd.Function):
             with torch.no_grad():
                 teacher_logits = teacher_hidden[index] @ teacher_weight.T
             loss, logit_grad = objective.chunk_value_and_grad(student_logits, teacher_logits, need_grad)
-            factor = chunk_scale(scale, start, chunk)
-            row_factor = factor if isinstance(factor, float) else factor[:, 0]
+            row_factor, column_factor = chunk_scale(scale, start, chunk)
             kd_total += (loss * row_factor).sum()
             if want_ce:  # the hard loss of the same chunk, from the logits it already has (Liger's weight_hard_loss)
                 ce, ce_grad = cross_entropy_value_and_grad(upcast(student_logits.detach()), targets[index],
                                                            need_grad and ce_weight != 0.0)
                 ce_total += (ce * row_factor).sum()
             if need_grad:
-                logit_grad = logit_grad * (factor * kd_weight)
+                logit_grad = logit_grad * (column_factor * kd_weight)
                 if ce_weight != 0.0:
-                    logit_grad += ce_grad * (factor * ce_weight)
+                    logit_grad += ce_grad * (column_factor * ce_weight)
                 grad_hidden.index_copy_(0, index, (logit_grad.to(student_weight.dtype) @ student_weight).to(grad_hidden.dtype))
                 grad_weight += logit_grad.T.to(grad_weight.dtype) @ upcast(hidden).to(grad_weight.dtype)
         if need_grad:
