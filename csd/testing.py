@@ -3,6 +3,7 @@
     tokenizer = make_tiny_tokenizer(tmp_dir)                  # byte-level BPE, chat template
     model = make_tiny_model(tokenizer, arch="llama")          # or "gpt2"
     path = save_tiny_checkpoint(tmp_dir / "tiny", arch="gpt2")  # both saved; from_pretrained(path)
+    data = fixture_data_config(tmp_dir, "dolly", "dolly")           # configs/data/dolly.yaml on tests/fixtures/dolly
 
 The tokenizer is a byte-level BPE trained in milliseconds on a fixed corpus, so it encodes
 any text without unknown tokens. Special tokens: <pad> <s> </s> <unk> <|user|> <|assistant|>
@@ -89,3 +90,20 @@ def save_tiny_checkpoint(save_dir: str | Path, arch: str = "llama", layers: int 
     tokenizer = make_tiny_tokenizer(save_dir, add_bos=add_bos)
     make_tiny_model(tokenizer, arch=arch, layers=layers, hidden=hidden, seed=seed).save_pretrained(str(save_dir))
     return save_dir
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+
+
+def fixture_data_config(out_dir: str | Path, name: str, folder: str | Path, **overrides) -> str:
+    """configs/data/<name>.yaml with its files read from ``folder`` (relative: under tests/fixtures) and any
+    ``overrides`` applied, written to ``out_dir``; returns the yaml's path (usable as ``data=<path>``)."""
+    import yaml
+
+    from csd.config import CONFIG_DIR
+
+    cfg = yaml.safe_load((CONFIG_DIR / "data" / f"{name}.yaml").read_text())
+    cfg.update(path=str(FIXTURES / folder), **overrides)
+    path = Path(out_dir) / f"{name}_fixture.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)

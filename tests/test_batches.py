@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from csd.config import compose
 from csd.losses import LOSSES
 from csd.batches import PretrainingBatches, ReplayBuffer, StudentSampler
 from csd.data.pretraining import tokenised_corpus
-from csd.testing import make_tiny_model, make_tiny_tokenizer, save_tiny_checkpoint
+from csd.testing import fixture_data_config, make_tiny_model, make_tiny_tokenizer, save_tiny_checkpoint
 from csd.train import run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,11 +46,7 @@ def pair(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def corpus_config(tmp_path_factory):
-    cfg = yaml.safe_load((REPO / "configs" / "data" / "openwebtext.yaml").read_text())
-    cfg["path"] = str(FIXTURES / "openwebtext")
-    path = tmp_path_factory.mktemp("corpus") / "openwebtext_fixture.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
+    return fixture_data_config(tmp_path_factory.mktemp("corpus"), "openwebtext", "openwebtext")
 
 
 def config(pair, out, *overrides):

@@ -6,10 +6,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-import yaml
+from csd.testing import fixture_data_config
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def load_script(name: str):
@@ -19,12 +18,6 @@ def load_script(name: str):
     return module
 
 
-def fixture_data_config(tmp_path: Path, name: str, folder: str) -> str:
-    cfg = yaml.safe_load((REPO / "configs" / "data" / f"{name}.yaml").read_text())
-    cfg["path"] = str(FIXTURES / folder)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
 
 
 def question_of(prompt: str) -> str:

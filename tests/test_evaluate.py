@@ -11,24 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 from rouge_score import rouge_scorer
 
 from csd.data import load_data_config
 from csd.evaluate import run_evaluation
-from csd.testing import save_tiny_checkpoint
+from csd.testing import fixture_data_config as fixture_config, save_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def fixture_config(tmp_path, name, folder, **overrides):
-    cfg = yaml.safe_load(open(REPO / "configs" / "data" / f"{name}.yaml"))
-    cfg.update(path=str(FIXTURES / folder), **overrides)
-    path = tmp_path / f"{name}_fixture.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,11 @@ from hydra import compose, initialize_config_dir
 
 import csd.evaluate
 from csd.evaluate import mean_and_std, primary_metric, run_evaluation, write_answers
+from csd.testing import fixture_data_config as fixture_config
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def fixture_config(tmp_path: Path, name: str, folder: str) -> str:
-    cfg = yaml.safe_load((REPO / "configs" / "data" / f"{name}.yaml").read_text())
-    cfg["path"] = str(FIXTURES / folder)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
 
 
 def evaluate(tmp_path: Path, checkpoint: str, sets: list[str], *overrides: str) -> dict:
