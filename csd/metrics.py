@@ -18,6 +18,11 @@ gsm8k_accuracy (Table 3): `accuracy_strict` is the authors' eval_gsm.py: the fir
     Correct when equal to the reference within relative tolerance 1e-3, also accepting
     reference x100 and /100 (the percentage rule of grader.py).
 An empty prediction scores 0 everywhere; nothing here raises on it.
+
+Diversity of a set of responses (the CPU frontier, scripts/cpu_frontier.py), on lower-cased whitespace tokens:
+distinct_n (Li et al., 2016) #unique n-grams / #n-grams pooled over the texts; self_bleu (Zhu et al., 2018, Texygen)
+the mean over texts of sentence BLEU-4 of one text against all the others (sacreBLEU, exp smoothing; lower = more
+diverse); mean_words the mean number of words.
 """
 from __future__ import annotations
 
@@ -160,6 +165,42 @@ def gsm8k_accuracy(predictions: Sequence[str], answers: Sequence[str]) -> dict[s
         strict += numbers_match(extract_gsm8k_answer(prediction, strict=True), reference)
     n = len(predictions)
     return {"accuracy": 100.0 * loose / n, "accuracy_strict": 100.0 * strict / n}
+
+
+# ---------------------------------------------------------------- diversity
+def _words(text: str) -> list[str]:
+    return text.lower().split()
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """#unique n-grams / #n-grams, pooled over all texts. A text shorter than n adds no n-grams; none at all -> 0.0."""
+    grams = []
+    for text in texts:
+        tokens = _words(text)
+        grams.extend(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_bleu(texts: Sequence[str]) -> float:
+    """Mean sentence BLEU-4 (x100) of each text against all the other texts as references; 0.0 for fewer than two."""
+    import sacrebleu
+
+    texts = [" ".join(_words(t)) for t in texts]
+    if len(texts) < 2:
+        return 0.0
+    scores = [sacrebleu.sentence_bleu(text, texts[:i] + texts[i + 1:], tokenize="none").score
+              for i, text in enumerate(texts)]
+    return sum(scores) / len(scores)
+
+
+def mean_words(texts: Sequence[str]) -> float:
+    return sum(len(_words(t)) for t in texts) / len(texts) if texts else 0.0
+
+
+def diversity(texts: Sequence[str]) -> dict[str, float]:
+    """distinct-1/2 (fractions), self-BLEU (x100) and mean length in words of a set of responses."""
+    return {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2), "self_bleu": self_bleu(texts),
+            "mean_words": mean_words(texts)}
 
 
 # ---------------------------------------------------------------- dispatch

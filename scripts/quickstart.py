@@ -34,13 +34,14 @@ def main(overrides: list[str]) -> dict:
     out = Path(base.output_root) / "quickstart"
     seed = int(base.train.seed)
     table = mini_table1.main(["--seeds", str(seed), "--objectives", *OBJECTIVES, "--experiment", "quickstart",
+                              "--lr-grid", "none", "--steps", "0", "--splits", "test", "--no-repeat-ngram-size", "0",
                               "--out", str(out), *overrides])
     results = {run["row"]: {**run["scores"], "example": run["example"],
                             **{k: run[k] for k in ("steps", "train_s") if k in run}} for run in table["runs"]}
     results["wall_s"] = time.time() - started
     (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
 
-    print(f"\nROUGE-L (%) on {table['settings']['n_test']} test prompts, references by the teacher (greedy); "
+    print(f"\nROUGE-L (%) on {table['settings']['n']['test']} test prompts, references by the teacher (greedy); "
           f"sampled responses, seed {seed}")
     print("| model | ROUGE-L (%) |\n|---|---|")
     for name in ("teacher", "student_init", *OBJECTIVES):

@@ -1,0 +1,250 @@
+"""Many short distillation runs of one teacher-student pair in one process: the CPU mini Table 1 and frontier.
+
+A point is one training run: a row (an objective, or a variant of one), its Hydra overrides, a learning rate and a
+seed. A Sweep loads the teacher once and cuts the student from it once (experiment=quickstart: SmolLM2-135M-Instruct
+and its 8-layer cut); for a point it trains a copy of the student with csd.train's recipe (the sweep's overrides, then
+the point's, ``optim.lr``, ``train.seed`` = the seed, so every row sees the same batches for a seed), then scores it on
+each split (validation, test): one response per prompt sampled with the point's seed, ROUGE-L against the teacher's
+references, diversity (csd.metrics.diversity: distinct-1/2, self-BLEU, mean words) and the student's per-token NLL of
+the references (``nll``). The teacher and the untrained student are scored the same way (rows ``teacher``,
+``student_init``).
+
+Each finished point is written to <output_root>/<experiment>/<name>/point.json with a fingerprint of everything that
+decides its numbers (the resolved training config without the logger, the decoding, the splits and their sizes).
+Running the same command again reads finished points back and trains only the missing ones, so an interrupted sweep
+resumes where it stopped; a point whose settings changed has a new fingerprint and is run again.
+
+Learning rates are chosen on the validation split only (``select_lr``): each candidate is trained with the first seed
+and the one with the highest validation ROUGE-L wins; the test split never enters the choice.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from csd.config import compose
+from csd.constants import IGNORE_INDEX
+from csd.data import load_examples
+from csd.data.encoding import TrainCollator, build_dataset, pad_token_id_of
+from csd.evaluate import Generator, score, write_answers
+from csd.generation import autocast, eval_mode
+from csd.metrics import diversity
+from csd.models import Models
+from csd.step import shift_labels
+
+SPLITS = ("validation", "test")
+REFERENCE_ROWS = ("teacher", "student_init")
+METRICS = ("rougeL", "distinct_1", "distinct_2", "self_bleu", "mean_words", "nll")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One training run (``lr`` None: a reference model, ``teacher`` or ``student_init``, scored untrained)."""
+
+    row: str
+    seed: int
+    overrides: tuple[str, ...] = ()
+    lr: Optional[float] = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.row}_seed{self.seed}" if self.lr is None else f"{self.row}_lr{self.lr:g}_seed{self.seed}"
+
+
+@dataclass
+class PairModels:
+    """The teacher, the untrained student every point copies, and their tokenizer."""
+
+    teacher: torch.nn.Module
+    student_init: torch.nn.Module
+    tokenizer: object
+
+
+def load_pair(base) -> PairModels:
+    """The sweep's teacher and the student cut from it (model.student.keep_layers of model.teacher)."""
+    from csd.models import keep_layers, load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(base.model.teacher)
+    teacher = load_model(base.model.teacher).eval().requires_grad_(False)
+    student = keep_layers(teacher, list(base.model.student.keep_layers)).requires_grad_(True)
+    return PairModels(teacher, student, tokenizer)
+
+
+def reference_nll(model, tokenizer, dataset, precision: Optional[str], batch_size: int = 16) -> float:
+    """Mean per-token negative log-likelihood (nats) the model gives the dataset's response tokens."""
+    collate = TrainCollator(pad_token_id_of(tokenizer))
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad(), eval_mode(model), autocast(precision, device):
+        for start in range(0, len(dataset), batch_size):
+            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
+            targets = shift_labels(batch["labels"]).to(device)
+            total += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                     reduction="sum").item()
+            count += int((targets != IGNORE_INDEX).sum())
+    return total / max(count, 1)
+
+
+def summarise(values: Sequence[float]) -> dict:
+    """mean, sample std (ddof 1; 0 for one value) and n."""
+    values = list(values)
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+class Sweep:
+    """Runs and caches points; see the module docstring.
+
+    ``overrides``: Hydra overrides on top of experiment=quickstart for every point (e.g. train.max_steps=48);
+    ``no_repeat_ngram_size``: None = the data config's (6, the release's evaluation), 0 for plain sampling;
+    ``models``: a PairModels to use instead of loading the quickstart pair (tests)."""
+
+    def __init__(self, overrides: Sequence[str] = (), *, experiment: str = "cpu_sweep", splits=SPLITS,
+                 no_repeat_ngram_size: Optional[int] = None, models: Optional[PairModels] = None,
+                 log: Callable[[str], None] = print):
+        self.common = ["experiment=quickstart", f"experiment_name={experiment}", *overrides]
+        self.base = compose(self.common)
+        self.root = Path(self.base.output_root) / experiment
+        self.splits = tuple(splits)
+        data = self.base.data
+        ngram = data.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size
+        self.decoding = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+                         "no_repeat_ngram_size": int(ngram), "max_new_tokens": int(data.max_new_tokens),
+                         "max_prompt_length": int(self.base.train.max_prompt_length)}
+        self.precision = self.base.train.mixed_precision
+        self._models, self._data, self.log = models, None, log
+        self.started, self.trained = time.time(), 0
+
+    # ------------------------------------------------------------------ models and data, loaded on first need
+    @property
+    def models(self) -> PairModels:
+        if self._models is None:
+            self._models = load_pair(self.base)
+        return self._models
+
+    @property
+    def data(self) -> dict:
+        """{split: (examples, encoded dataset)}."""
+        if self._data is None:
+            tokenizer, train = self.models.tokenizer, self.base.train
+            self._data = {split: (load_examples(self.base.data, split, tokenizer),
+                                  build_dataset(self.base.data, split, tokenizer, train.max_length,
+                                                train.max_prompt_length)) for split in self.splits}
+        return self._data
+
+    # ------------------------------------------------------------------ points
+    def config(self, point: Point):
+        extra = [] if point.lr is None else [f"optim.lr={point.lr}"]
+        return compose([*self.common, *point.overrides, *extra, f"train.seed={point.seed}", f"run_name={point.name}"])
+
+    def fingerprint(self, point: Point) -> str:
+        cfg = OmegaConf.to_container(self.config(point), resolve=True)
+        if point.lr is None:  # an untrained model: only the pair, the data and the decoding matter
+            cfg = {"model": cfg["model"], "data": cfg["data"], "precision": cfg["train"]["mixed_precision"]}
+        for key in ("logger", "run_name", "output_dir", "experiment_name"):
+            cfg.pop(key, None)
+        payload = {"config": cfg, "decoding": self.decoding, "splits": self.splits, "row": point.row,
+                   "seed": point.seed, "lr": point.lr}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def path(self, point: Point) -> Path:
+        return self.root / point.name / "point.json"
+
+    def cached(self, point: Point) -> Optional[dict]:
+        path = self.path(point)
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return record if record.get("fingerprint") == self.fingerprint(point) else None
+
+    def run(self, point: Point) -> dict:
+        """The point's record (read back when finished before with the same settings, else trained and scored)."""
+        if (record := self.cached(point)) is not None:
+            self.log(f"read back {point.name} ({self.path(point)})")
+            return record
+        from csd.train import run
+
+        tick = time.time()
+        record = {"row": point.row, "seed": point.seed, "lr": point.lr, "overrides": list(point.overrides)}
+        if point.row == "teacher":
+            model = self.models.teacher
+        elif point.row == "student_init":
+            model = self.models.student_init
+        else:
+            model = copy.deepcopy(self.models.student_init)
+            summary = run(self.config(point), Models(student=model, tokenizer=self.models.tokenizer,
+                                                     teacher=self.models.teacher, vocab=len(self.models.tokenizer)))
+            record.update(steps=summary["steps"], train_s=round(summary["wall_s"], 1))
+            model.eval()
+        record.update(splits={}, examples={}, n={})
+        for split in self.splits:
+            record["splits"][split], predictions = self.evaluate(model, split, point.seed)
+            record["examples"][split], record["n"][split] = predictions[0], len(predictions)
+            write_answers(self.root / point.name / split / "answers.jsonl", self.data[split][0], predictions)
+        record.update(wall_s=round(time.time() - tick, 1), fingerprint=self.fingerprint(point))
+        self.path(point).parent.mkdir(parents=True, exist_ok=True)
+        self.path(point).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        self.trained += 1
+        test = record["splits"].get("test") or next(iter(record["splits"].values()))
+        self.log(f"[{time.time() - self.started:6.0f} s] {point.name:24s} ROUGE-L {test['rougeL']:6.2f}  "
+                 f"distinct-2 {100 * test['distinct_2']:5.1f}  self-BLEU {test['self_bleu']:5.1f}  "
+                 f"NLL {test['nll']:.3f}  ({record['wall_s']:.0f} s)")
+        return record
+
+    def evaluate(self, model, split: str, seed: int) -> tuple[dict, list[str]]:
+        """Scores of one sampled response per prompt of ``split`` (seed ``seed``) + the responses."""
+        examples, dataset = self.data[split]
+        generator = Generator(model, self.models.tokenizer, batch_size=16, precision=self.precision)
+        result = score(generator, examples, OmegaConf.to_container(self.base.data, resolve=True), [seed],
+                       self.decoding, extra_metrics=diversity)
+        scores = dict(result["per_seed"][str(seed)])
+        scores["nll"] = reference_nll(model, self.models.tokenizer, dataset, self.precision)
+        return scores, result["predictions"][str(seed)]
+
+    # ------------------------------------------------------------------ learning rate on the validation split
+    def select_lr(self, row: str, overrides: Sequence[str], grid: Sequence[float], seed: int,
+                  metric: str = "rougeL") -> dict:
+        """Train ``row`` at every lr of ``grid`` with ``seed``; the lr with the best validation ``metric`` wins.
+        Returns {"chosen": lr, "validation": {lr: value}, "records": [...]}."""
+        if "validation" not in self.splits:
+            raise ValueError("select_lr needs the validation split among the sweep's splits")
+        records = [self.run(Point(row, seed, tuple(overrides), lr)) for lr in grid]
+        values = {lr: r["splits"]["validation"][metric] for lr, r in zip(grid, records)}
+        chosen = max(grid, key=lambda lr: values[lr])  # ties: the first (smallest when the grid is sorted)
+        return {"chosen": chosen, "validation": {f"{lr:g}": v for lr, v in values.items()}, "metric": metric,
+                "seed": seed, "records": records}
+
+    def settings(self) -> dict:
+        train = self.base.train
+        return {"steps": int(train.max_steps), "batch_size": int(train.batch_size), "precision": self.precision,
+                "decoding": self.decoding, "splits": list(self.splits), "overrides": self.common,
+                "threads": torch.get_num_threads()}
+
+
+def aggregate(records: Sequence[dict], split: str = "test", metrics: Sequence[str] = METRICS) -> dict[str, dict]:
+    """{row: {metric: {mean, std, n}, "seeds": [...], "lr": ...}} over the records' seeds, rows in first-seen order."""
+    rows: dict[str, list[dict]] = {}
+    for record in records:
+        rows.setdefault(record["row"], []).append(record)
+    return {row: {**{m: summarise([r["splits"][split][m] for r in rs]) for m in metrics},
+                  "seeds": [r["seed"] for r in rs], "lr": rs[0].get("lr")} for row, rs in rows.items()}
+
+
+def pareto_set(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point dominates (both coordinates higher is better; dominating = at least as
+    good in both and better in one)."""
+    def dominated(a: tuple[float, float]) -> bool:
+        return any(b[0] >= a[0] and b[1] >= a[1] and b != a for b in points.values())
+    return [name for name, xy in points.items() if not dominated(xy)]
