@@ -301,3 +301,31 @@ def test_figures_are_published_as_wandb_charts_and_pngs(tmp_path, offline_wandb)
         assert table_of(run, run["summary"][f"{key}_table"])["data"] == data
         assert run["summary"][f"figures/{table}"]["_type"] == "image-file"
         assert (tmp_path / "figures" / f"{table}.png").exists()
+
+
+def test_cpu_frontier_logs_its_table_and_figures(tmp_path, offline_wandb):
+    """scripts/cpu_frontier.py with logger=wandb: one results run with the rows as a Table, the plane as a scatter chart,
+    the curves, the PNG and the computed Pareto set / claims in the summary."""
+    from omegaconf import OmegaConf
+    from test_sweep import synthetic_results
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import cpu_frontier
+
+    results = synthetic_results()
+    results.update(cpu_frontier.analyse(results))
+    png = tmp_path / "cpu_frontier.png"
+    cpu_frontier.figure(results, png)
+    cpu_frontier.log_wandb(results, png, OmegaConf.create({"project": "csd", "entity": None, "mode": "offline"}))
+    (run,) = offline_runs(offline_wandb)
+    assert (run["group"], run["job_type"], run["name"]) == ("cpu_frontier", "results", "cpu_frontier-results")
+    table = table_of(run, run["summary"]["frontier"])
+    rows = {line[0]: dict(zip(table["columns"], line)) for line in table["data"]}
+    assert set(rows) == set(results["rows"])
+    assert rows["srkl"]["pareto"] is True and rows["csd"]["pareto"] is False
+    assert rows["csd"]["rougeL_mean"] == 12 and rows["fkl"]["distinct_2_mean"] == 0.97
+    visualize = run["config"]["_wandb"]["visualize"]
+    assert visualize["figures/fidelity_diversity"]["panel_config"]["panelDefId"] == "wandb/scatter/v0"
+    assert visualize["figures/temperature"]["panel_config"]["panelDefId"] == "wandb/line/v0"
+    assert run["summary"]["figures/cpu_frontier"]["_type"] == "image-file"
+    assert run["summary"]["pareto"]["distinct_2"]["front"] == results["pareto"]["distinct_2"]["front"]
