@@ -9,8 +9,10 @@ references, diversity (csd.metrics.diversity: distinct-1/2, self-BLEU, mean word
 the references (``nll``). The teacher and the untrained student are scored the same way (rows ``teacher``,
 ``student_init``).
 
-Each finished point is written to <output_root>/<experiment>/<name>/point.json with a fingerprint of everything that
-decides its numbers (the resolved training config without the logger, the decoding, the splits and their sizes).
+Each finished point is written to <output_root>/<experiment>/<name>/point.json with a fingerprint of the settings that
+decide its numbers (the resolved training config without the logger; for the untrained rows the pair, the data config,
+the lengths and the precision; the decoding; the split names). The data files' contents, the torch thread count and the
+code are not in it.
 Running the same command again reads finished points back and trains only the missing ones, so an interrupted sweep
 resumes where it stopped; a point whose settings changed has a new fingerprint and is run again. The fingerprint
 covers settings, not code: after changing the code, run with ``resume=False`` (scripts: --no-resume) or delete the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -154,8 +157,10 @@ class Sweep:
 
     def fingerprint(self, point: Point) -> str:
         cfg = OmegaConf.to_container(self.config(point), resolve=True)
-        if point.lr is None:  # an untrained model: only the pair, the data and the decoding matter
-            cfg = {"model": cfg["model"], "data": cfg["data"], "precision": cfg["train"]["mixed_precision"]}
+        if point.lr is None:  # an untrained model: only the pair, the data, the lengths (NLL) and the decoding matter
+            train = cfg["train"]
+            cfg = {"model": cfg["model"], "data": cfg["data"], "precision": train["mixed_precision"],
+                   "lengths": [train["max_length"], train["max_prompt_length"]]}
         for key in ("logger", "run_name", "output_dir", "experiment_name"):
             cfg.pop(key, None)
         payload = {"config": cfg, "decoding": self.decoding, "splits": self.splits, "row": point.row,
@@ -169,7 +174,10 @@ class Sweep:
         path = self.path(point)
         if not self.resume or not path.exists():
             return None
-        record = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # unreadable (a disk that filled up): run the point again
+            return None
         return record if record.get("fingerprint") == self.fingerprint(point) else None
 
     def run(self, point: Point) -> dict:
@@ -197,8 +205,11 @@ class Sweep:
             record["examples"][split], record["n"][split] = predictions[0], len(predictions)
             write_answers(self.root / point.name / split / "answers.jsonl", self.data[split][0], predictions)
         record.update(wall_s=round(time.time() - tick, 1), fingerprint=self.fingerprint(point))
-        self.path(point).parent.mkdir(parents=True, exist_ok=True)
-        self.path(point).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        path = self.path(point)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        os.replace(partial, path)  # a point.json is whole or absent
         self.trained += 1
         test = record["splits"].get("test") or next(iter(record["splits"].values()))
         self.log(f"[{time.time() - self.started:6.0f} s] {point.name:24s} ROUGE-L {test['rougeL']:6.2f}  "

@@ -4,7 +4,7 @@
         [--out docs/results] [hydra overrides, e.g. logger=wandb]        (make frontier: set-up + this)
 
 The runs of scripts/mini_table1.py (Table 1's ten objectives, each at its learning rate chosen on the validation
-prompts, 3 seeds, the same batches per seed, 64 steps x 8, bf16, the release's evaluation decoding), plus CSD's
+prompts, 3 seeds, the same batches per seed, 96 steps x 8, bf16, the release's evaluation decoding), plus CSD's
 weightings (U,S), (T,S) and mix (Figure 3, Table 3) and CSD (S,S) at temperature 0.5, 1.5 and 2.0 (Figure 5a; 1.0 is
 the `csd` row), which train at CSD's chosen learning rate. Both scripts share outputs/cpu_sweep/, so a run either
 finished is read back, and an interrupted sweep resumes where it stopped when the command is run again.
@@ -81,7 +81,8 @@ def claims(rows: dict, fronts: dict) -> dict:
     if len(weightings) > 2:
         fid = [rows[r]["rougeL"]["mean"] for r in weightings.values()]
         div = [rows[r]["distinct_2"]["mean"] for r in weightings.values()]
-        out["weighting_rougeL_distinct2_correlation"] = statistics.correlation(fid, div)
+        constant = len(set(fid)) == 1 or len(set(div)) == 1
+        out["weighting_rougeL_distinct2_correlation"] = None if constant else statistics.correlation(fid, div)
         out["weighting_best_rougeL"] = max(weightings, key=lambda w: rows[weightings[w]]["rougeL"]["mean"])
     return out
 
@@ -165,9 +166,12 @@ def claims_text(results: dict) -> list[str]:
                      f"({', '.join(f'τ {t:g}: {mean(r):.2f}' for t, r in TEMPERATURE_ROWS.items() if r in rows)}); "
                      f"the paper's τ = 1.5 {'is' if c['tau_1.5_best'] else 'is not'} best here.")
     if "weighting_best_rougeL" in c:
+        n = sum(r in rows for r in WEIGHTING_ROWS.values())
+        correlation = c["weighting_rougeL_distinct2_correlation"]
         lines.append(f"- Weightings: best ROUGE-L {c['weighting_best_rougeL']}; correlation of ROUGE-L with distinct-2 "
-                     f"across the four weightings {c['weighting_rougeL_distinct2_correlation']:+.2f} (negative = "
-                     f"the weightings trade fidelity for diversity).")
+                     f"across the {n} weightings " + ("undefined (a constant column)" if correlation is None else
+                                                      f"{correlation:+.2f}") +
+                     " (negative = the weightings trade fidelity for diversity).")
     return lines
 
 
@@ -230,8 +234,9 @@ def main(argv: list[str]) -> dict:
     rows = {**mini_table1.OBJECTIVES, **VARIANTS}
     outcome = mini_table1.run_rows(sweep, rows, args.seeds, grid, lr_from={row: "csd" for row in VARIANTS},
                                    reference_seeds=args.reference_seeds)
+    split = "test" if "test" in args.splits else args.splits[-1]
     results = mini_table1.results_of(sweep, outcome, args.seeds, grid,
-                                     "python scripts/cpu_frontier.py " + " ".join(argv), started)
+                                     "python scripts/cpu_frontier.py " + " ".join(argv), started, split)
     results.update(analyse(results))
     (args.out / "cpu_frontier.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     figure(results, args.out / "cpu_frontier.png")

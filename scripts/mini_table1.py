@@ -69,8 +69,9 @@ def run_rows(sweep: Sweep, rows: dict[str, Sequence[str]], seeds: Sequence[int],
 
     A row's lr: chosen on validation over ``lr_grid`` with the first seed (Sweep.select_lr), or, for a row named in
     ``lr_from``, the lr chosen for that row (variants of one objective share its lr); without a grid the preset's.
-    Returns {"lr_selection": {row: {...}}, "records": [...]} (records of the reported runs, references first)."""
-    lr_from, lrs, selection, records = dict(lr_from or {}), {}, {}, []
+    Returns {"lr_selection": {row: {...}}, "records": [...] (the reported runs, references first), "grid_records":
+    [...] (every lr tried)}. The first seed's reported run is the selection's winner (chosen on validation only)."""
+    lr_from, lrs, selection, records, grid_records = dict(lr_from or {}), {}, {}, [], []
     references = list(seeds)[: len(seeds) if reference_seeds is None else reference_seeds]
     for seed in seeds:
         if seed in references:
@@ -83,11 +84,12 @@ def run_rows(sweep: Sweep, rows: dict[str, Sequence[str]], seeds: Sequence[int],
                 elif lr_grid:
                     chosen = sweep.select_lr(row, overrides, lr_grid, seeds[0])
                     selection[row] = {k: chosen[k] for k in ("chosen", "validation", "metric", "seed")}
+                    grid_records += chosen["records"]
                     lrs[row] = chosen["chosen"]
                 else:
                     lrs[row] = float(sweep.base.optim.lr)
             records.append(sweep.run(Point(row, seed, tuple(overrides), lrs[row])))
-    return {"lr_selection": selection, "records": records}
+    return {"lr_selection": selection, "records": records, "grid_records": grid_records}
 
 
 def flat_runs(records: Sequence[dict], split: str) -> list[dict]:
@@ -104,7 +106,8 @@ def results_of(sweep: Sweep, outcome: dict, seeds, lr_grid, command: str, starte
                          "n": {s: records[0]["n"][s] for s in records[0]["n"]} if records else {}},
             "lr_selection": outcome["lr_selection"], "rows": aggregate(records, split),
             "runs": flat_runs(records, split), "wall_s": round(time.time() - started, 1),
-            "compute_s": round(sum(r.get("wall_s", 0) for r in records), 1)}
+            "compute_s": round(sum({(r["row"], r["seed"], r["lr"]): r.get("wall_s", 0)
+                                    for r in [*records, *outcome.get("grid_records", [])]}.values()), 1)}
 
 
 def format_cell(stats: dict, scale: float) -> str:
@@ -132,7 +135,7 @@ def settings_text(results: dict) -> str:
             f"distinct-n (%), self-BLEU (x100, lower = more diverse), mean words per response, the student's NLL "
             f"(nats/token) of the teacher's references; mean ± sample std over seeds.\n\n"
             f"Command: `{s['command']}`  \nMachine: {s['machine']}, {s['threads']} torch thread(s). "
-            f"Compute: {results['compute_s'] / 60:.1f} min of runs "
+            f"Compute: {results['compute_s'] / 60:.1f} min of runs, lr search included "
             f"(this invocation {results['wall_s'] / 60:.1f} min).\n")
 
 

@@ -34,6 +34,13 @@ def test_self_bleu_identical_and_disjoint_texts():
     assert self_bleu(["The Cat sat on the mat", "the cat sat on the mat"]) == pytest.approx(100.0)
 
 
+def test_summaries_use_the_sample_std():
+    from csd.sweep import summarise
+
+    assert summarise([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}  # population std would be 0.816
+    assert summarise([5.0]) == {"mean": 5.0, "std": 0.0, "n": 1}
+
+
 def test_mean_words_and_diversity_keys():
     assert mean_words(["a b", "c d e f", ""]) == pytest.approx(2.0)
     assert mean_words([]) == 0.0
@@ -136,10 +143,8 @@ def test_lr_is_chosen_on_validation_and_finished_runs_are_read_back(tmp_path, ti
     sweep = tiny_sweep(tmp_path, tiny_data)
     rows = {"csd": ("loss=csd",), "fkl": ("loss=fkl",), "csd_TS": ("loss=csd", "loss.weighting=TS")}
     outcome = mini_table1.run_rows(sweep, rows, [10, 20], [1e-4, 3e-2], lr_from={"csd_TS": "csd"})
-    for row in ("csd", "fkl"):
-        selection = outcome["lr_selection"][row]
-        best = max(selection["validation"], key=selection["validation"].get)
-        assert float(best) == selection["chosen"] and selection["seed"] == 10
+    assert [outcome["lr_selection"][row]["seed"] for row in ("csd", "fkl")] == [10, 10]
+    assert len(outcome["grid_records"]) == 4  # 2 objectives x 2 lrs (what was chosen: the scripted test below)
     assert "csd_TS" not in outcome["lr_selection"]
     chosen = {r: outcome["lr_selection"][r]["chosen"] for r in ("csd", "fkl")}
     records = outcome["records"]
@@ -161,6 +166,13 @@ def test_lr_is_chosen_on_validation_and_finished_runs_are_read_back(tmp_path, ti
     again = mini_table1.run_rows(tiny_sweep(tmp_path, tiny_data), rows, [10, 20], [1e-4, 3e-2],
                                  lr_from={"csd_TS": "csd"})
     assert again["records"] == records and again["lr_selection"] == outcome["lr_selection"]
+    # a training setting changes the trained points, not the untrained references
+    longer = tiny_sweep(tmp_path, tiny_data, steps=3)
+    assert longer.cached(Point("teacher", 10)) == records[0]
+    assert longer.cached(Point("csd", 10, ("loss=csd",), chosen["csd"])) is None
+    # a point.json left unreadable (a full disk) is run again, not a crash
+    sweep.path(Point("teacher", 20)).write_text('{"row": "teach')
+    assert sweep.cached(Point("teacher", 20)) is None
 
 
 def test_an_interrupted_sweep_trains_only_the_missing_runs_and_new_settings_rerun(tmp_path, tiny_data, monkeypatch):
