@@ -233,7 +233,7 @@ def main(argv: list[str]) -> dict:
     grid = mini_table1.parse_grid(args.lr_grid)
     rows = {**mini_table1.OBJECTIVES, **VARIANTS}
     outcome = mini_table1.run_rows(sweep, rows, args.seeds, grid, lr_from={row: "csd" for row in VARIANTS},
-                                   reference_seeds=args.reference_seeds)
+                                   reference_seeds=args.reference_seeds, select_seed=args.select_seed)
     split = "test" if "test" in args.splits else args.splits[-1]
     results = mini_table1.results_of(sweep, outcome, args.seeds, grid,
                                      "python scripts/cpu_frontier.py " + " ".join(argv), started, split)

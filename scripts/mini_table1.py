@@ -64,13 +64,15 @@ def parse_grid(values: Sequence[str]) -> list[float]:
 
 
 def run_rows(sweep: Sweep, rows: dict[str, Sequence[str]], seeds: Sequence[int], lr_grid: Sequence[float],
-             lr_from: Optional[dict[str, str]] = None, reference_seeds: Optional[int] = None) -> dict:
+             lr_from: Optional[dict[str, str]] = None, reference_seeds: Optional[int] = None,
+             select_seed: Optional[int] = None) -> dict:
     """Train and score every row at every seed, seed by seed (a stopped sweep has whole seeds).
 
-    A row's lr: chosen on validation over ``lr_grid`` with the first seed (Sweep.select_lr), or, for a row named in
-    ``lr_from``, the lr chosen for that row (variants of one objective share its lr); without a grid the preset's.
-    Returns {"lr_selection": {row: {...}}, "records": [...] (the reported runs, references first), "grid_records":
-    [...] (every lr tried)}. The first seed's reported run is the selection's winner (chosen on validation only)."""
+    A row's lr: chosen on validation over ``lr_grid`` with ``select_seed`` (default the first seed; Sweep.select_lr),
+    or, for a row named in ``lr_from``, the lr chosen for that row (variants of one objective share its lr); without a
+    grid the preset's. Returns {"lr_selection": {row: {...}}, "records": [...] (the reported runs, references first),
+    "grid_records": [...] (every lr tried)}. The search seed's reported run is the selection's winner (chosen on
+    validation only)."""
     lr_from, lrs, selection, records, grid_records = dict(lr_from or {}), {}, {}, [], []
     references = list(seeds)[: len(seeds) if reference_seeds is None else reference_seeds]
     for seed in seeds:
@@ -82,7 +84,8 @@ def run_rows(sweep: Sweep, rows: dict[str, Sequence[str]], seeds: Sequence[int],
                 if source != row:
                     lrs[row] = lrs[source]
                 elif lr_grid:
-                    chosen = sweep.select_lr(row, overrides, lr_grid, seeds[0])
+                    search_seed = seeds[0] if select_seed is None else select_seed
+                    chosen = sweep.select_lr(row, overrides, lr_grid, search_seed)
                     selection[row] = {k: chosen[k] for k in ("chosen", "validation", "metric", "seed")}
                     grid_records += chosen["records"]
                     lrs[row] = chosen["chosen"]
@@ -172,6 +175,9 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
     p.add_argument("--lr-grid", nargs="+", default=[f"{lr:g}" for lr in LR_GRID],
                    help="learning rates tried per objective on the validation split with the first seed; 'none': the "
                         "preset's lr for every objective")
+    p.add_argument("--select-seed", type=int, default=None,
+                   help="the seed of the lr search (default the first of --seeds; lets one process run one seed of a "
+                        "sweep another process selected the lr for)")
     p.add_argument("--reference-seeds", type=int, default=None,
                    help="score the teacher and the untrained student with the first N seeds (default all; 0: skip)")
     p.add_argument("--splits", nargs="+", default=["validation", "test"], choices=["validation", "test"])
@@ -204,7 +210,7 @@ def main(argv: list[str]) -> dict:
     sweep = make_sweep(args, overrides)
     grid = parse_grid(args.lr_grid)
     outcome = run_rows(sweep, {row: OBJECTIVES[row] for row in args.objectives}, args.seeds, grid,
-                       reference_seeds=args.reference_seeds)
+                       reference_seeds=args.reference_seeds, select_seed=args.select_seed)
     split = "test" if "test" in args.splits else args.splits[-1]
     results = results_of(sweep, outcome, args.seeds, grid, "python scripts/mini_table1.py " + " ".join(argv),
                          started, split)
