@@ -61,9 +61,14 @@ def _updates(items, into: dict) -> None:
 
 def complete_records(log_file: Path, timeout: float = 30.0) -> list:
     """The records of a run's log once it ends with the exit record (wandb-core may still be writing after finish())."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + timeout
     while True:
-        records = list(wandb_records(log_file)) if log_file.stat().st_size > HEADER else []
+        try:
+            records = list(wandb_records(log_file)) if log_file.stat().st_size > HEADER else []
+        except DecodeError:  # a record still being written (seen on a loaded machine): read again
+            records = []
         if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
             return records
         time.sleep(0.1)
