@@ -236,7 +236,7 @@ def main(argv: list[str]) -> dict:
                                    reference_seeds=args.reference_seeds, select_seed=args.select_seed)
     split = "test" if "test" in args.splits else args.splits[-1]
     results = mini_table1.results_of(sweep, outcome, args.seeds, grid,
-                                     "python scripts/cpu_frontier.py " + " ".join(argv), started, split)
+                                     " ".join(["python scripts/cpu_frontier.py", *argv]), started, split)
     results.update(analyse(results))
     (args.out / "cpu_frontier.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     figure(results, args.out / "cpu_frontier.png")

@@ -212,7 +212,7 @@ def main(argv: list[str]) -> dict:
     outcome = run_rows(sweep, {row: OBJECTIVES[row] for row in args.objectives}, args.seeds, grid,
                        reference_seeds=args.reference_seeds, select_seed=args.select_seed)
     split = "test" if "test" in args.splits else args.splits[-1]
-    results = results_of(sweep, outcome, args.seeds, grid, "python scripts/mini_table1.py " + " ".join(argv),
+    results = results_of(sweep, outcome, args.seeds, grid, " ".join(["python scripts/mini_table1.py", *argv]),
                          started, split)
     (args.out / "mini_table1.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(report(results, args.out))
