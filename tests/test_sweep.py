@@ -46,7 +46,9 @@ def test_mean_words_and_diversity_keys():
     assert mean_words([]) == 0.0
     scores = diversity(["a b a b", "c d"])
     assert scores["distinct_1"] == pytest.approx(4 / 6) and scores["distinct_2"] == pytest.approx(3 / 4)
-    assert set(scores) == {"distinct_1", "distinct_2", "self_bleu", "mean_words"}
+    assert set(scores) == {"distinct_1", "distinct_2", "self_bleu", "mean_words"} and scores["mean_words"] == 3.0
+    # tokens are whitespace words, as distinct-n: "d." and "d ." differ (sacreBLEU's 13a would split the period off)
+    assert self_bleu(["a b c d.", "a b c d ."]) < 99.0
 
 
 def test_reference_nll_equals_a_float64_loop():
