@@ -105,7 +105,7 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
 
 
 def lm_cross_entropy_sum(student, batch: dict) -> torch.Tensor:
-    """Σ CE over the target tokens of a pretraining-corpus batch (the lm_coef term)."""
+    """Σ CE over the target tokens of a batch (the lm_coef term; csd.sweep.reference_nll)."""
     logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     return chunked_cross_entropy(logits, shift_labels(batch["labels"]), reduction="sum")
 

@@ -34,18 +34,16 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from csd.config import compose
-from csd.constants import IGNORE_INDEX
 from csd.data import load_examples
 from csd.data.encoding import TrainCollator, build_dataset, pad_token_id_of
 from csd.evaluate import Generator, score, write_answers
 from csd.generation import autocast, eval_mode
 from csd.metrics import diversity
 from csd.models import Models
-from csd.step import shift_labels
+from csd.step import lm_cross_entropy_sum, target_mask
 
 SPLITS = ("validation", "test")
 REFERENCE_ROWS = ("teacher", "student_init")
@@ -76,13 +74,12 @@ class PairModels:
 
 
 def load_pair(base) -> PairModels:
-    """The sweep's teacher and the student cut from it (model.student.keep_layers of model.teacher)."""
-    from csd.models import keep_layers, load_model, load_tokenizer
+    """The sweep's teacher and the student cut from it (model.student.keep_layers of model.teacher), as training
+    loads them."""
+    from csd.models import load_teacher_and_student, load_tokenizer
 
-    tokenizer = load_tokenizer(base.model.teacher)
-    teacher = load_model(base.model.teacher).eval().requires_grad_(False)
-    student = keep_layers(teacher, list(base.model.student.keep_layers)).requires_grad_(True)
-    return PairModels(teacher, student, tokenizer)
+    teacher, student = load_teacher_and_student(base.model.teacher, base.model.student)
+    return PairModels(teacher, student, load_tokenizer(base.model.teacher))
 
 
 def reference_nll(model, tokenizer, dataset, precision: Optional[str], batch_size: int = 16) -> float:
@@ -93,12 +90,9 @@ def reference_nll(model, tokenizer, dataset, precision: Optional[str], batch_siz
     with torch.no_grad(), eval_mode(model), autocast(precision, device):
         for start in range(0, len(dataset), batch_size):
             batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
-            targets = shift_labels(batch["labels"]).to(device)
-            total += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
-                                     reduction="sum").item()
-            count += int((targets != IGNORE_INDEX).sum())
+            batch = {key: value.to(device) for key, value in batch.items()}
+            total += lm_cross_entropy_sum(model, batch).item()
+            count += int(target_mask(batch).sum())
     return total / max(count, 1)
 
 
