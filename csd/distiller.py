@@ -19,8 +19,9 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig
 
-from csd.checkpoint import STATE_FILE, latest_checkpoint, save_checkpoint, save_model
-from csd.config import distillation_enabled, loss_kwargs, validate
+from csd.checkpoint import (STATE_FILE, fault_point, latest_checkpoint, recover_interrupted_saves, save_checkpoint,
+                            save_model)
+from csd.config import distillation_enabled, higher_is_better, loss_kwargs, validate
 from csd.data import TrainCollator, build_dataset, pad_token_id_of
 from csd.distributed import make_accelerator, prepare_teacher, synced_generation
 from csd.logger import RunLogger
@@ -100,6 +101,9 @@ class Distiller:
         for stateful in (self.batch_source, self.lm_batches):  # buffer, coins, corpus position: restored on resume
             if hasattr(stateful, "state_dict"):
                 accelerator.register_for_checkpointing(stateful)
+        if accelerator.is_main_process:
+            recover_interrupted_saves(self.output_dir)  # a best/ or final/ a kill left moved aside
+        accelerator.wait_for_everyone()
         resume_from = latest_checkpoint(self.output_dir) if cfg.train.resume == "auto" else cfg.train.resume
         if resume_from:
             self.load_state_dict(resume_from)
@@ -119,6 +123,7 @@ class Distiller:
                                            self.optimizer, self.scheduler, cfg, self.accelerator, self.lm_batches)
                 state.global_step += 1
                 state.step_in_epoch += 1
+                fault_point("step", state.global_step)
                 tokens_seen += metrics.pop("train/tokens")
                 metrics["train/epoch"] = state.epoch + state.step_in_epoch / len(windows)
                 if state.global_step % cfg.train.log_every == 0:
@@ -187,9 +192,8 @@ class Distiller:
     def keep_if_best(self, metrics: dict) -> None:
         key = self.cfg.train.best_metric
         value = metrics.get(key)
-        higher_better = not key.endswith(("loss", "ce", "kd"))
         best = self.state.best_value
-        if value is not None and (best is None or (value > best if higher_better else value < best)):
+        if value is not None and (best is None or (value > best if higher_is_better(key) else value < best)):
             self.state.best_value = value
             self.save("best")
 
@@ -198,7 +202,7 @@ class Distiller:
         if kind == "checkpoint":
             save_checkpoint(self.accelerator, self.output_dir, self.state, self.cfg.train.keep_checkpoints)
         else:
-            save_model(self.accelerator, self.student, self.models.tokenizer, self.output_dir / kind)
+            save_model(self.accelerator, self.student, self.models.tokenizer, self.output_dir / kind, self.state.global_step)
 
     def state_dict(self) -> dict:
         """The loop's own state (weights, optimizer, schedule, RNG and batch sources are accelerate's)."""

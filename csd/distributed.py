@@ -54,11 +54,20 @@ def deepspeed_batch_settings(rows_per_process: int, grad_accum: int, world_size:
             "train_batch_size": int(rows_per_process) * int(grad_accum) * int(world_size)}
 
 
+def offload_requested() -> bool:
+    """Whether the launch file offloads the optimizer (DeepSpeed then loads its CPU Adam op)."""
+    return os.environ.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "none").lower() not in ("", "none")
+
+
 def make_accelerator(cfg: DictConfig):
     """The Accelerator for this launch, with DeepSpeed's batch size, accumulation and clipping from ``cfg``."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
+    if deepspeed_requested():  # its compiled ops, loaded before DeepSpeed asks: never a silent wait on a dead build
+        from csd.ops import load_needed_ops
+
+        load_needed_ops(offload=offload_requested())
     kwargs = {"gradient_accumulation_steps": cfg.train.grad_accum}
     if cfg.train.mixed_precision is not None:
         kwargs["mixed_precision"] = cfg.train.mixed_precision
@@ -89,6 +98,19 @@ def make_accelerator(cfg: DictConfig):
         plugin.deepspeed_config.update(deepspeed_batch_settings(micro_batch_rows(cfg), cfg.train.grad_accum,
                                                                 accelerator.num_processes))
     return accelerator
+
+
+def end_process_group(finished: bool) -> None:
+    """Leave the process group, so none of its threads outlives the interpreter (which aborts the process at exit:
+    "terminate called without an active exception", a finished job reported failed). After a finished run every
+    rank waits for the others first; after an error it leaves at once (a barrier could wait on a rank that died)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def requested_zero_stage() -> int:

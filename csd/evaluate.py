@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from csd.data import load_data_config, load_examples
 from csd.data.benchmarks import answer_mt_bench, write_alpaca_eval_outputs, write_mt_bench_answers
 from csd.generation import generate, generate_vllm
+from csd.inputs import check_evaluation_inputs, check_overrides, one_line_errors
 from csd.metrics import comet, compute_metric
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     logger = OmegaConf.select(cfg, "logger.name", default="none")
     if logger not in ("auto", "wandb", "none"):
         raise ValueError(f"logger={logger!r} is not allowed; choose one of: auto, wandb, none")
+    check_evaluation_inputs(cfg)  # eval sets and model paths, before any model loads
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -203,8 +205,10 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    run_evaluation(cfg)
+    with one_line_errors("csd.evaluate"):  # bad config or input: one line, no traceback
+        run_evaluation(cfg)
 
 
 if __name__ == "__main__":
+    check_overrides("csd.evaluate", "evaluate")  # a bad override in one line (Hydra's report takes several)
     main()

@@ -17,6 +17,8 @@ from typing import Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from csd.checkpoint import write_text_atomic
+
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run.json"
 _warned = False
@@ -55,7 +57,7 @@ class RunLogger:
 
     def write_metrics(self, summary: dict) -> None:
         if self.is_main:
-            (self.output_dir / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+            write_text_atomic(self.output_dir / "metrics.json", json.dumps(summary, indent=1) + "\n")
 
     def close(self) -> None:
         self.progress.close()

@@ -36,11 +36,12 @@ from typing import Callable, Optional, Sequence
 import torch
 from omegaconf import OmegaConf
 
-from csd.config import compose
+from csd.config import compose, validate
 from csd.data import load_examples
 from csd.data.encoding import TrainCollator, build_dataset, pad_token_id_of
 from csd.evaluate import Generator, score, write_answers
 from csd.generation import autocast, eval_mode
+from csd.inputs import check_data_files, check_training_inputs
 from csd.metrics import diversity
 from csd.models import Models
 from csd.step import lm_cross_entropy_sum, target_mask
@@ -116,6 +117,9 @@ class Sweep:
                  resume: bool = True, log: Callable[[str], None] = print):
         self.common = ["experiment=quickstart", f"experiment_name={experiment}", *overrides]
         self.base = compose(self.common)
+        validate(self.base)  # the config, its data files and model paths, before the teacher loads
+        check_training_inputs(self.base, check_models=models is None)
+        check_data_files(self.base.data, splits, f"data.path={self.base.data.path}")
         self.root = Path(self.base.output_root) / experiment
         self.splits = tuple(splits)
         data = self.base.data

@@ -29,6 +29,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from csd.config import CONFIG_DIR, compose, resolved_yaml
+from csd.inputs import one_line_errors
 
 REPO_ROOT = CONFIG_DIR.parent
 TABLES_DIR = CONFIG_DIR / "tables"
@@ -185,6 +186,13 @@ def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str]
             run_evaluation(evaluation)
 
 
+def run_command(command: list[str]) -> None:
+    """A row's csd.train / csd.evaluate; its failure ends the table with its exit status (its error is printed)."""
+    status = subprocess.run(command).returncode
+    if status:
+        raise SystemExit(status)
+
+
 def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str], force: bool = False) -> None:
     launch = shlex.split(os.environ.get("CSD_LAUNCH", "")) or [sys.executable]
     for r in runs:
@@ -198,12 +206,12 @@ def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: li
                 print(f"== {table}/{r.row}: the paper's setting is CSD_LAUNCH=\"accelerate launch --config_file "
                       f"{r.launch}\"; CSD_LAUNCH is not set, so this runs as one process", flush=True)
             print(f"== {table}/{r.row}: {' '.join(launch)} -m csd.train {' '.join(overrides)}", flush=True)
-            subprocess.run([*launch, "-m", "csd.train", *overrides], check=True)
+            run_command([*launch, "-m", "csd.train", *overrides])
         if r.eval_sets and not (skip and evaluated(Path(cfg.output_dir))):
             command = [sys.executable, "-m", "csd.evaluate",
                        *eval_overrides(r, Path(cfg.output_dir), r.eval_sets, cfg.model.student), *eval_user]
             print(f"== {table}/{r.row}: {' '.join(command[1:])}", flush=True)
-            subprocess.run(command, check=True)
+            run_command(command)
 
 
 def scripts_module(name: str):
@@ -287,4 +295,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors("csd.tables"):  # a bad override or input: one line, no traceback
+        main()

@@ -107,3 +107,42 @@ def fixture_data_config(out_dir: str | Path, name: str, folder: str | Path, **ov
     path = Path(out_dir) / f"{name}_fixture.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
+
+
+# --- multi-process launches of the shipped accelerate files on CPU (tests, scripts/stress_launch.py) -------------
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: each launch gets its own, so two suites on one machine never collide."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch_command(config_file: str, *overrides: str, processes: int = 2, module: str = "csd.train") -> list[str]:
+    """The README's multi-process command (``accelerate launch --config_file configs/accelerate/<file>``) on
+    ``processes`` CPU processes, fp32, on a free port."""
+    import sys
+
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+            "--mixed_precision", "no", "--main_process_port", str(free_port()),
+            "--config_file", str(REPO / "configs" / "accelerate" / config_file), "-m", module, *overrides]
+
+
+def launch_env() -> dict:
+    """The environment of a CPU launch: one thread per process, offline, full tracebacks."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HYDRA_FULL_ERROR="1")
+    return env
+
+
+def tiny_run_overrides(teacher: str | Path, student: str | Path, output_root: str | Path) -> list[str]:
+    """A few-step training run of the tiny pair on the tiny data set, writing <output_root>/default/run."""
+    return ["model=tiny", f"model.teacher.name_or_path={teacher}", f"model.student.name_or_path={student}",
+            "data=tiny", "train.max_length=96", "train.max_prompt_length=48", "train.eval_every=null",
+            "train.save_every=null", f"output_root={output_root}", "run_name=run"]

@@ -7,33 +7,38 @@ arithmetic csd/step.py, processes and DeepSpeed csd/distributed.py, the config c
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import hydra
 from omegaconf import DictConfig
 
 from csd.distiller import Distiller
+from csd.distributed import end_process_group
+from csd.inputs import check_overrides, check_training_inputs, one_line_errors
 from csd.models import Models
 
 
 def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
     """Train as ``cfg`` says (``models``: already loaded ones, e.g. one teacher shared by several runs); returns the
     summary also written to ``<output_dir>/metrics.json`` ({"stopped_at": step} after train.stop_after_steps)."""
-    return Distiller(cfg, models).setup().train()
+    distiller = Distiller(cfg, models)  # checks the config
+    check_training_inputs(cfg, check_models=models is None)  # data files and model paths, before any model loads
+    return distiller.setup().train()
 
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
+    finished = False
     try:
-        summary = run(cfg)
-    except (ValueError, FileNotFoundError, ImportError) as error:  # bad config or input: one line, no traceback
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # Hydra's own switch for full tracebacks
-            raise
-        raise SystemExit(f"csd.train: error: {error}") from None
+        with one_line_errors("csd.train"):  # bad config or input: one line, no traceback
+            summary = run(cfg)
+        finished = True
+    finally:
+        end_process_group(finished)  # on every path: a process that exits with a live group can abort at exit
     value = summary.get("val", {}).get(cfg.train.best_metric)
     return None if value is None or math.isnan(value) else value
 
 
 if __name__ == "__main__":
+    check_overrides("csd.train", "config")  # a bad override in one line (Hydra's report takes several)
     main()

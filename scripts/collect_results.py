@@ -297,6 +297,10 @@ def main(argv: Optional[list[str]] = None) -> Collected:
     parser.add_argument("--wandb-project", default="csd")
     parser.add_argument("--wandb-mode", default=None, help="offline (default) | online; WANDB_MODE wins")
     args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        parser.error(f"--root {args.root}: no such directory (the output_root the runs were written under)")
+    if not args.reference.is_file():
+        parser.error(f"--reference {args.reference}: no such file")
     collected = collect(args.root, args.tables, args.reference)
     print(collected.markdown)
     if args.out:

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mini_table1  # noqa: E402
 
+from csd.inputs import one_line_errors  # noqa: E402
 from csd.sweep import REFERENCE_ROWS, pareto_set  # noqa: E402
 
 WEIGHTINGS = {"csd_US": ("loss=csd", "loss.weighting=US"), "csd_TS": ("loss=csd", "loss.weighting=TS"),
@@ -248,4 +249,5 @@ def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with one_line_errors("cpu_frontier.py"):  # a bad override, model path or data file: one line, no traceback
+        main(sys.argv[1:])

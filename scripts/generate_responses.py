@@ -25,6 +25,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from csd.data import load_data_config, load_examples, resolve_path  # noqa: E402
 from csd.evaluate import load_model_and_tokenizer  # noqa: E402
 from csd.generation import generate, generate_vllm  # noqa: E402
+from csd.inputs import check_data_files, check_model_paths, one_line_errors  # noqa: E402
 
 DEFAULTS = {
     "data": "ultrachat", "split": "train", "max_examples": None,
@@ -47,8 +48,6 @@ def generate_side(cfg, side: str, data_cfg, output_dir: Path) -> list[dict]:
         print(f"{side}: reusing {path}")
         return read_side(path)
     model_cfg = OmegaConf.to_container(cfg[side], resolve=True)
-    if not model_cfg.get("name_or_path"):
-        raise SystemExit(f"set {side}.name_or_path=... (or only=teacher|student)")
     settings = dict(max_new_tokens=cfg.max_new_tokens or data_cfg.get("max_new_tokens", 1024), do_sample=True,
                     temperature=cfg.temperature or data_cfg.get("temperature", 0.8),
                     top_p=cfg.top_p or data_cfg.get("top_p", 0.95), top_k=0, seed=cfg.seed,
@@ -87,14 +86,25 @@ def main(argv: list[str]) -> None:
     if {"-h", "--help"} & set(argv):
         print(__doc__.strip() + "\n\nDefaults:\n" + OmegaConf.to_yaml(OmegaConf.create(DEFAULTS)).rstrip())
         return
-    cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
+    defaults = OmegaConf.create(DEFAULTS)
+    OmegaConf.set_struct(defaults, True)  # an unknown key is an error, not a silently ignored setting
+    cfg = OmegaConf.merge(defaults, OmegaConf.from_dotlist(argv))
+    if cfg.only not in (None, "teacher", "student"):
+        raise ValueError(f"only={cfg.only!r} is not allowed; choose one of: teacher, student (or leave it unset)")
     data_cfg = OmegaConf.to_container(load_data_config(cfg.data), resolve=True)
     output_dir = resolve_path(cfg.output_dir)
     sides = [cfg.only] if cfg.only else ["teacher", "student"]
+    check_data_files(data_cfg, [cfg.split], f"data={cfg.data}")  # before any model loads
+    for side in sides:
+        if not (output_dir / f"{side}.jsonl").exists():  # else reused, the model not needed
+            if not cfg[side].name_or_path:
+                raise ValueError(f"set {side}.name_or_path=... (or only=teacher|student)")
+            check_model_paths(cfg[side], side)
     rows = {side: generate_side(cfg, side, data_cfg, output_dir) for side in sides}
     if not cfg.only:
         write_pairs(rows["teacher"], rows["student"], output_dir, cfg.test_size)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with one_line_errors("generate_responses.py"):  # a bad key, model path or data file: one line, no traceback
+        main(sys.argv[1:])

@@ -35,6 +35,7 @@ from typing import Optional, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from csd.inputs import one_line_errors  # noqa: E402
 from csd.sweep import Point, Sweep, aggregate  # noqa: E402
 
 # Table 1's rows: objective -> the overrides of its runs (configs/tables/table1.yaml)
@@ -220,4 +221,5 @@ def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with one_line_errors("mini_table1.py"):  # a bad override, model path or data file: one line, no traceback
+        main(sys.argv[1:])

@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--wandb-project", default="csd")
     parser.add_argument("--wandb-mode", default=None, help="offline (default) | online; WANDB_MODE wins")
     args = parser.parse_args(argv)
+    if args.mini and not args.mini.is_file():
+        parser.error(f"--mini {args.mini}: no such file (scripts/mini_table1.py writes <out>/mini_table1.json)")
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
     if args.mini:

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from csd.data import load_data_config, load_examples, resolve_path  # noqa: E402
 from csd.data.sources import as_plain_dict, hub_is_offline  # noqa: E402
+from csd.inputs import one_line_errors  # noqa: E402
 
 NAMES = ["dolly", "self_inst", "vicuna", "sinst", "uinst", "gsm8k", "dialogsum", "translation", "ultrachat",
          "alpaca_eval", "mt_bench"]
@@ -200,4 +201,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors("prepare_data.py"):  # a missing raw file or a malformed record: one line, no traceback
+        main()

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mini_table1  # noqa: E402
 
 from csd.config import compose  # noqa: E402
+from csd.inputs import one_line_errors  # noqa: E402
 
 OBJECTIVES = ("csd", "fkl")
 LABELS = {"teacher": "teacher (SmolLM2-135M-Instruct)", "student_init": "student before distillation",
@@ -55,4 +56,5 @@ if __name__ == "__main__":
     if {"-h", "--help"} & set(sys.argv[1:]):
         print(__doc__.strip())
         sys.exit(0)
-    main(sys.argv[1:])
+    with one_line_errors("quickstart.py"):  # a bad override, model path or data file: one line, no traceback
+        main(sys.argv[1:])

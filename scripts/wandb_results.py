@@ -82,6 +82,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, str]:
     parser.add_argument("--entity", default=None)
     parser.add_argument("--mode", default=None, help="offline (default) | online; WANDB_MODE wins")
     args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        parser.error(f"--root {args.root}: no such directory (the output_root the runs were written under)")
     return publish(collect(args.root, args.tables), args.tables, root=args.root, project=args.project,
                    entity=args.entity, mode=args.mode)
 

@@ -18,7 +18,9 @@ from csd.losses import LOSSES
 from csd.batches import PretrainingBatches, ReplayBuffer, StudentSampler
 from csd.data.pretraining import tokenised_corpus
 from csd.testing import fixture_data_config, make_tiny_model, make_tiny_tokenizer, save_tiny_checkpoint
+from csd.distributed import rows_per_example
 from csd.train import run
+from step_reference import record_batches, reference_step
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -225,15 +227,48 @@ def test_imitkd_with_corpus_term_resumes_exactly(pair, tmp_path, corpus_config):
     assert all(math.isfinite(h["train/lm_ce"]) and h["train/lm_ce"] > 0 for h in full["history"])
 
 
+def test_imitkd_trains_on_rows_drawn_from_the_buffer_filled_at_earlier_steps(pair, tmp_path, monkeypatch):
+    """ImitKD as the release: each step's samples go into the replay buffer and the trained rows are drawn from the
+    whole buffer, so rows sampled at earlier steps come back until they fall out. The student's samples are scripted:
+    row i of sampler call c is [MARK + c, MARK + 20 + i, MARK + 40], so every trained row names the step that sampled
+    it. Capacity 6 = the rows of the last 3 steps (batch 2)."""
+    mark = 100
+
+    def scripted_samples(self, indices, student):
+        call, self.calls = self.calls, self.calls + 1
+        return [{"input_ids": [mark + call, mark + 20 + i, mark + 40], "labels": [-100, mark + 20 + i, mark + 40]}
+                for i in range(len(indices))]
+
+    monkeypatch.setattr(StudentSampler, "__call__", scripted_samples)
+    batches = record_batches(monkeypatch)
+    run(config(pair, tmp_path, "batches=imitkd", "batches.buffer_capacity=6", "train.max_steps=12", "train.batch_size=2"))
+    assert len(batches) == 12
+    age_counts = {}
+    for step, batch in enumerate(batches):
+        sampled = [(ids[0] - mark, ids[1] - mark - 20) for ids in batch["input_ids"].tolist()]
+        assert len(set(sampled)) == 2, sampled  # distinct rows
+        for call, row in sampled:
+            assert 0 <= step - call <= 2 and row in (0, 1), (step, sampled)  # sampled by now and still in the buffer
+            age_counts[step - call] = age_counts.get(step - call, 0) + 1
+    # rows of the step itself, of the step before and of two steps before are all trained on (24 rows in all)
+    assert sorted(age_counts) == [0, 1, 2] and sum(age_counts.values()) == 24 and age_counts[0] < 24
+
+
 @pytest.mark.parametrize("onpolicy", ["imitkd", "chat_pairs"])
 @pytest.mark.parametrize("objective", sorted(LOSSES) + ["sft"])
-def test_one_step_with_every_objective(pair, tmp_path, onpolicy, objective):
+def test_one_step_with_every_objective(pair, tmp_path, monkeypatch, onpolicy, objective):
+    """The step's logged loss and gradient norm are the objective's float64 definition on the rows it trained on
+    (sampled and drawn from the buffer, or both responses of each chat pair; the teacher's padded head cut)."""
     extra = ["batches.max_new_tokens=4"] if onpolicy == "imitkd" else chat_data()
     cfg = config(pair, tmp_path, f"batches={onpolicy}", f"loss={objective}", "train.max_steps=1", "train.batch_size=2",
                  "train.kd_ratio=0.0" if objective == "sft" else "train.kd_ratio=1.0", *extra)
+    batches = record_batches(monkeypatch)
     summary = run(cfg)
-    value = summary["history"][0]["train/ce" if objective == "sft" else "train/kd"]
-    assert summary["steps"] == 1 and math.isfinite(value)
+    assert summary["steps"] == 1 and len(batches) == 1 and len(batches[0]["input_ids"]) == 2 * rows_per_example(cfg)
+    expected, logged = reference_step(cfg, batches), summary["history"][0]
+    key = "ce" if objective == "sft" else "kd"
+    assert logged[f"train/{key}"] == pytest.approx(expected[key], rel=1e-4)
+    assert logged["train/grad_norm"] == pytest.approx(expected["grad_norm"], rel=1e-4)
 
 
 def chat_data():

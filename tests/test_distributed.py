@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no"]
+from csd.testing import REPO, launch_command, launch_env, tiny_run_overrides
+
 STEPS = 3
 SHARP = ("loss=csd", f"train.max_steps={STEPS}", "optim.lr=0.05", "optim.eps=1.0", "optim.scheduler=constant",
          "train.save_final_model=true")
@@ -30,30 +30,28 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo multi-proc
 
 
 def common_overrides(tiny_pair, output_root: Path) -> list[str]:
-    teacher, student = tiny_pair
-    return ["model=tiny", f"model.teacher.name_or_path={teacher}", f"model.student.name_or_path={student}",
-            "data=tiny", "train.max_length=96", "train.max_prompt_length=48", "train.eval_every=null",
-            "train.save_every=null", f"output_root={output_root}", "run_name=run", *SHARP]
+    return [*tiny_run_overrides(*tiny_pair, output_root), *SHARP]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def deepspeed_ops():
-    """DeepSpeed compiles its CPU ops (shared-memory communication, CPU Adam for offload) on first use; built here
-    once, before any launch, so two ranks never compile the same op at the same time."""
-    from deepspeed.accelerator import get_accelerator
+    """DeepSpeed's CPU ops (shared-memory communication, CPU Adam for offload), built by `make install`; built here
+    when missing (a bare pytest), once, before any launch."""
+    from csd.ops import load_needed_ops
 
-    for builder in ("ShareMemCommBuilder", "CPUAdamBuilder"):
-        get_accelerator().create_op_builder(builder).load()
+    load_needed_ops(offload=True)
 
 
-def launch(config_file: str, tiny_pair, output_root: Path, *overrides: str) -> Path:
-    """The README's multi-process command on 2 CPU processes; returns the run directory."""
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HYDRA_FULL_ERROR="1")
-    command = [*LAUNCH, "--config_file", str(REPO / "configs" / "accelerate" / config_file), "-m", "csd.train",
-               *common_overrides(tiny_pair, output_root), "train.batch_size=2", *overrides]
+def launch(config_file: str, tiny_pair, output_root: Path, *overrides: str, fault: str | None = None) -> Path:
+    """The README's multi-process command on 2 CPU processes; returns the run directory. With ``fault``
+    (csd.checkpoint.fault_point's ``<point>@<step>``) the launch must die there: a rank is SIGKILLed."""
+    command = launch_command(config_file, *common_overrides(tiny_pair, output_root), "train.batch_size=2", *overrides)
+    env = launch_env() if fault is None else {**launch_env(), "CSD_FAULT": fault}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(command)}\n{(result.stdout + result.stderr)[-4000:]}"
+    output = f"{' '.join(command)}\n{(result.stdout + result.stderr)[-4000:]}"
+    assert (result.returncode == 0) == (fault is None), output
+    if fault is None:  # a finished run ends its process group: no abort at exit, no C++ "terminate called"
+        assert "terminate called" not in result.stderr, output
     return output_root / "default" / "run"
 
 
@@ -145,8 +143,20 @@ def test_zero3_best_checkpoint_loads_in_evaluate(zero3_run, tmp_path):
          "max_examples=2", "generation.max_new_tokens=4", "progress=false", f"output_dir={tmp_path}"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    scores = json.loads((tmp_path / "metrics.json").read_text())
-    assert "tiny" in json.dumps(scores)
+    # best/ is the best evaluation's model: the last step's (final/, full weights) exactly when that loss was lowest
+    final = weights(zero3_run)
+    same_as_final = all(torch.equal(tensor, final[name]) for name, tensor in weights(zero3_run, "best").items())
+    assert same_as_final == (values.index(min(values)) == len(values) - 1)
+    # its scores are the ROUGE-L (stemmed, best reference, x100) of the 2 answers it wrote, recomputed from them
+    from rouge_score import rouge_scorer
+
+    tiny = json.loads((tmp_path / "metrics.json").read_text())["results"]["tiny"]
+    answers = [json.loads(line) for line in (tmp_path / "tiny" / "seed10" / "answers.jsonl").read_text().splitlines()]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rouge = [max(scorer.score(reference, answer["text"])["rougeL"].fmeasure for reference in answer["references"])
+             for answer in answers]
+    assert (tiny["n_examples"], tiny["seeds"], len(answers)) == (2, [10], 2)
+    assert tiny["mean"]["rougeL"] == pytest.approx(100 * sum(rouge) / 2) == tiny["per_seed"]["10"]["rougeL"]
 
 
 def test_zero3_fused_loss_equals_unfused(zero3_run, tiny_pair, tmp_path, references):
@@ -165,6 +175,30 @@ def test_zero3_stopped_and_resumed_equals_uninterrupted(zero3_run, tiny_pair, tm
     a, b = weights(resumed), weights(zero3_run)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7)
+
+
+def test_zero3_killed_anywhere_resumes_to_the_uninterrupted_weights(zero3_run, tiny_pair, tmp_path):
+    """SIGKILL a rank after an optimizer step, inside save_state (shards written, state file not), inside the best/
+    write and between best/'s two renames; relaunch with train.resume=auto each time. Every best/ left on disk
+    loads, and the run that finally finishes has the uninterrupted run's weights and best/."""
+    from transformers import AutoModelForCausalLM
+
+    settings = ("train.eval_every=1", "train.save_every=1", "train.resume=auto")
+    run_dir = tmp_path / "default" / "run"
+    for fault in ("step@2", "save_state@2", "save_best@2", "swap_best@3"):
+        launch("zero3_bf16_4gpu.yaml", tiny_pair, tmp_path, *settings, fault=fault)
+        best = run_dir / "best"
+        if best.exists():
+            AutoModelForCausalLM.from_pretrained(str(best))  # a half-written best/ would not load
+    launch("zero3_bf16_4gpu.yaml", tiny_pair, tmp_path, *settings)
+    for folder in ("final", "best"):
+        a, b = weights(run_dir, folder), weights(zero3_run, folder)
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7)
+    assert metrics(run_dir)["best"] == metrics(zero3_run)["best"]
+    leftovers = [p.name for pattern in (".*.old", ".*.writing", "checkpoints/.deleting-*") for p in run_dir.glob(pattern)]
+    assert leftovers == []  # nothing half-written or moved aside is left behind
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == [f"step_{STEPS:07d}"]
 
 
 def test_zero3_lora_student_samples_on_policy_and_saves_an_adapter(tiny_pair, tmp_path):

@@ -19,9 +19,34 @@ SHELL_LINES = [line for block in re.findall(r"```bash\n(.*?)```", README, re.S) 
 LIGHT_SHELL = [line.split("#")[0].strip() for line in SHELL_LINES if "--cfg job" in line]  # print a config, load nothing
 
 
+def check_objective_block(names: dict) -> None:
+    """"The objective" block: the gradient its CSD (T,S) loss left on the student logits, and the value and gradients
+    of its fused CSD (S,S) loss, against tests/test_losses.py's float64 O(V²) double sum (chain rule for h and W)."""
+    from test_losses import assert_rel_close, reference
+
+    labels = names["labels"]
+    _, expected = reference("csd", names["student_logits"], names["teacher_logits"], labels, weighting="TS")
+    assert_rel_close(names["student_logits"].grad, expected, what="CSD (T,S) gradient")
+    h_student, w_student = names["h_student"].detach().double(), names["W_student"].detach().double()
+    student_logits = h_student @ w_student.T
+    teacher_logits = names["h_teacher"].double() @ names["W_teacher"].double().T
+    value, logits_grad = reference("csd", student_logits[None], teacher_logits[None], labels.flatten()[None])
+    assert names["loss"].item() == pytest.approx(value.item(), rel=1e-4)
+    assert_rel_close(names["h_student"].grad, logits_grad[0] @ w_student, what="fused gradient of h")
+    assert_rel_close(names["W_student"].grad, logits_grad[0].T @ h_student, what="fused gradient of W")
+
+
+BLOCK_CHECKS = {"fused_linear_loss(": check_objective_block}  # a line of the block -> what its values must be
+
+
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_python_blocks_run(index):
-    exec(compile(PYTHON_BLOCKS[index], f"README.md python block {index}", "exec"), {})
+    names = {}
+    exec(compile(PYTHON_BLOCKS[index], f"README.md python block {index}", "exec"), names)
+    checks = [check for marker, check in BLOCK_CHECKS.items() if marker in PYTHON_BLOCKS[index]]
+    assert checks, f"README python block {index} has no value check: add one to BLOCK_CHECKS"
+    for check in checks:
+        check(names)
 
 
 def test_readme_has_code_to_run():

@@ -9,6 +9,7 @@ from csd.losses import IGNORE_INDEX
 from csd.models import build_models
 from csd.step import optimizer_windows, shift_labels
 from csd.train import run
+from step_reference import record_batches, reference_step
 
 
 def first_step_examples(cfg):
@@ -38,10 +39,15 @@ def per_row_means(models, rows, objective):
 
 
 @pytest.mark.parametrize("reduction", ["sequence", "token"])
-def test_logged_step_loss_is_the_asked_reduction(train_config, reduction):
+def test_logged_step_loss_is_the_asked_reduction(train_config, monkeypatch, reduction):
+    """Logged kd and ce from each example alone; the step's gradient is that of 0.7·CE + 0.3·KD reduced as asked,
+    in float64 (an uneven kd_ratio: at 0.5 swapped weights would give the same step)."""
     from csd.losses import get_loss
 
-    cfg = train_config("loss=fkl", f"loss.reduction={reduction}", "train.max_steps=1", "train.kd_ratio=0.5")
+    cfg = train_config("loss=fkl", f"loss.reduction={reduction}", "train.max_steps=1", "train.kd_ratio=0.3")
+    other = train_config("loss=fkl", f"loss.reduction={({'sequence': 'token', 'token': 'sequence'})[reduction]}",
+                         "train.max_steps=1", "train.kd_ratio=0.3")
+    batches = record_batches(monkeypatch)
     models, rows = first_step_examples(cfg)
     means = per_row_means(models, rows, get_loss("fkl"))
     lengths = [n for _, _, n in means]
@@ -55,6 +61,10 @@ def test_logged_step_loss_is_the_asked_reduction(train_config, reduction):
     logged = run(cfg)["history"][0]
     assert logged["train/kd"] == pytest.approx(expected_kd, rel=1e-5)
     assert logged["train/ce"] == pytest.approx(expected_ce, rel=1e-5)
+    step = reference_step(cfg, batches)
+    assert (step["kd"], step["ce"]) == pytest.approx((expected_kd, expected_ce), rel=1e-5)
+    assert logged["train/grad_norm"] == pytest.approx(step["grad_norm"], rel=1e-4)
+    assert reference_step(other, batches)["grad_norm"] != pytest.approx(step["grad_norm"], rel=1e-2)
 
 
 def test_sequence_reduction_changes_the_update(train_config, tmp_path):

@@ -23,7 +23,8 @@ def load_data_config(name: str):
     path = resolve_path(name) if str(name).endswith((".yaml", ".yml")) else \
         REPO_ROOT / "configs" / "data" / f"{name}.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"no data config {path}")
+        known = ", ".join(sorted(p.stem for p in (REPO_ROOT / "configs" / "data").glob("*.yaml")))
+        raise FileNotFoundError(f"no data config {path}; known data sets: {known} (or a path to a .yaml file)")
     return OmegaConf.load(path)
 
 

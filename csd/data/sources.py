@@ -117,14 +117,26 @@ def load_hub_records(data_cfg: Mapping, split: str) -> list[tuple[dict, str]]:
     return [(dict(row), f"{data_cfg['hub_id']}:{hub_split}[{i}]") for i, row in enumerate(dataset)]
 
 
+def hub_serves(data_cfg: Mapping, split: str) -> bool:
+    """Whether a split without its local file is read from the hub (a `datasets` hub id, reachable)."""
+    hub_splits = data_cfg.get("hub_splits")
+    return bool(data_cfg.get("hub_id")) and data_cfg.get("hub_loader", "datasets") == "datasets" \
+        and (hub_splits is None or split in hub_splits) and not hub_is_offline()
+
+
+def check_split(data_cfg: Mapping, split: str) -> None:
+    """The error load_raw_records would raise for a split it cannot read, raised without reading anything (so entry
+    points can check their data before loading models)."""
+    path = split_file(data_cfg, split)
+    if not path.exists() and not hub_serves(data_cfg, split):
+        raise FileNotFoundError(missing_dataset_message(data_cfg, split, path))
+
+
 def load_raw_records(data_cfg: Mapping, split: str) -> list[tuple[dict, str]]:
     """Local file first; the hub only when the file is missing and the hub is reachable."""
     path = split_file(data_cfg, split)
     if path.exists():
         return read_records(path)
-    hub_splits = data_cfg.get("hub_splits")
-    hub_has_split = hub_splits is None or split in hub_splits
-    if data_cfg.get("hub_id") and data_cfg.get("hub_loader", "datasets") == "datasets" \
-            and hub_has_split and not hub_is_offline():
+    if hub_serves(data_cfg, split):
         return load_hub_records(data_cfg, split)
     raise FileNotFoundError(missing_dataset_message(data_cfg, split, path))
