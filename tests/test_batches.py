@@ -5,6 +5,7 @@ coincide (mixing probability 0 = references, resumed = uninterrupted) and, for c
 re-computation of CSD (S,S) = ½·Var_p(s − t) per token over both responses."""
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import types
@@ -73,6 +74,14 @@ def test_buffer_keeps_the_newest_rows_up_to_capacity():
     assert len(buffer) == 3 and [r["input_ids"][0] for r in buffer.rows] == [2, 3, 4]
 
 
+def test_buffer_of_capacity_one_keeps_the_newest_row_and_zero_is_refused():
+    buffer = ReplayBuffer(capacity=1, seed=0)
+    buffer.add(rows(0, 1))
+    assert buffer.sample(2) == rows(1)
+    with pytest.raises(ValueError, match="replay buffer capacity must be at least 1, got 0"):
+        ReplayBuffer(capacity=0, seed=0)
+
+
 def test_buffer_samples_distinct_stored_rows_reproducibly():
     def draws(seed):
         buffer = ReplayBuffer(capacity=100, seed=seed)
@@ -107,6 +116,51 @@ def test_buffer_state_round_trip_continues_identically():
         ReplayBuffer(capacity=4, seed=0).load_state_dict(original.state_dict())
 
 
+def gather_buffers(rank: int, port: int, out: Path) -> None:
+    import torch.distributed as dist
+
+    from csd.batches.sources import gather_per_process, pick_own_state
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        states = gather_per_process({"rows": [rank] * (rank + 1)})
+        (out / f"rank{rank}.json").write_text(json.dumps([states, pick_own_state(states, rank)]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_process_checkpoints_every_buffer_and_resumes_its_own(tmp_path):
+    """Two gloo processes: each gets [buffer state of process 0, of process 1] (the one file accelerate writes) and
+    takes back its own; a checkpoint holding fewer processes' states is refused."""
+    from csd.batches.sources import pick_own_state
+    from csd.testing import free_port
+
+    torch.multiprocessing.start_processes(gather_buffers, args=(free_port(), tmp_path), nprocs=2, start_method="fork")
+    both = [{"rows": [0]}, {"rows": [1, 1]}]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [both, both[rank]]
+    with pytest.raises(ValueError, match=r"holds on-policy state for 1 process\(es\); resume with the same number"):
+        pick_own_state(both[:1], 1)
+
+
+class PromptSet(list):
+    """A data set stand-in: len() and .examples."""
+
+    @property
+    def examples(self):
+        return list(self)
+
+
+def test_chat_pairs_refuse_response_sets_that_do_not_line_up():
+    from csd.batches import ChatPairBatches, ReferenceBatches
+
+    teacher = ReferenceBatches(PromptSet([{"prompt": "a"}, {"prompt": "b"}]), collate=None)
+    ChatPairBatches(teacher, PromptSet([{"prompt": "a"}, {"prompt": "b"}]))
+    for student in (PromptSet([{"prompt": "a"}]), PromptSet([{"prompt": "a"}, {"prompt": "c"}])):
+        with pytest.raises(ValueError, match="do not line up prompt by prompt"):
+            ChatPairBatches(teacher, student)
+
+
 # ---- generated rows --------------------------------------------------------------------------------------------
 
 class ScriptedLM(torch.nn.Module):
@@ -121,6 +175,53 @@ class ScriptedLM(torch.nn.Module):
         assert generation_config.do_sample and generation_config.top_k == 0 and generation_config.top_p == 1.0
         assert generation_config.max_new_tokens == 4
         return torch.cat([input_ids, self.continuation[: input_ids.shape[0]]], dim=1)
+
+
+def test_sampler_settings_come_from_the_config(tmp_path):
+    """batches.* sampling settings reach the sampler; max_new_tokens null = train.max_length − max_prompt_length
+    (96 − 48); prompts are cut at max_prompt_length; chat data also stops at the template's turn end, <|end|>."""
+    from csd.batches import build_sampler
+
+    tokenizer = make_tiny_tokenizer()
+    models = ("no/such-teacher", "no/such-student")
+    sampling = ("batches=imitkd", "batches.temperature=0.7", "batches.top_k=5", "batches.top_p=0.9", "train.seed=3")
+    sampler = build_sampler(config(models, tmp_path, *sampling), [], tokenizer, CPU)
+    assert (sampler.max_new_tokens, sampler.prompts.max_prompt_length) == (48, 48)
+    assert (sampler.temperature, sampler.top_k, sampler.top_p, sampler.seed) == (0.7, 5, 0.9, 3)
+    assert sampler.extra_stop_ids == [tokenizer.eos_token_id]
+    chat = build_sampler(config(models, tmp_path, *sampling, "data.prompt_format=chat", "batches.max_new_tokens=7"), [],
+                         tokenizer, CPU)
+    assert chat.max_new_tokens == 7 and chat.extra_stop_ids == [tokenizer.convert_tokens_to_ids("<|end|>")]
+    model = types.SimpleNamespace(generation_config=types.SimpleNamespace(eos_token_id=[tokenizer.eos_token_id, 99]))
+    assert sampler.stop_ids(model) == [tokenizer.eos_token_id, 99]  # the model's EOS ids too, each once
+    assert chat.stop_ids(model) == [tokenizer.eos_token_id, 99, tokenizer.convert_tokens_to_ids("<|end|>")]
+
+
+def test_sampling_seeds_are_distinct_per_call_and_process():
+    from csd.batches.sampling import sampling_seed
+
+    seeds = {sampling_seed(10, call, process) for call in range(1000) for process in range(8)}
+    assert len(seeds) == 8000 and all(0 <= seed < 2**63 for seed in seeds)
+
+
+def test_student_or_reference_follows_a_coin_seeded_by_the_run_seed():
+    """GKD mixing (no buffer): micro-batch i trains on the student's samples iff the i-th draw of
+    random.Random(train.seed) is below student_ratio, on every process alike; else on the references."""
+    import random
+
+    from csd.batches import StudentBatches
+
+    class References:
+        collate = staticmethod(lambda rows: ("student", rows))
+
+        def __call__(self, indices, student):
+            return ("reference", indices)
+
+    source = StudentBatches(References(), lambda indices, student: [f"sample of {indices}"], 0.3, seed=7)
+    coin = random.Random(7)
+    expected = [("student", ["sample of 1"]) if coin.random() < 0.3 else ("reference", 1) for _ in range(40)]
+    assert [source(1, None) for _ in range(40)] == expected
+    assert 5 < sum(kind == "student" for kind, _ in expected) < 20
 
 
 def test_generated_rows_mask_prompt_padding_and_tokens_after_eos():
@@ -142,6 +243,52 @@ def test_generated_rows_mask_prompt_padding_and_tokens_after_eos():
     assert batch["labels"][0].tolist() == [-100, -100, 20, eos, -100]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
     assert sampler.calls == 1
+
+
+@pytest.mark.parametrize("name", ["imitkd", "gkd"])
+def test_student_batches_are_built_from_the_config(tmp_path, name):
+    """The coin is random.Random(train.seed) on every process; ImitKD's buffer has batches.buffer_capacity rows and
+    resumes this process's own state (process index 1 here)."""
+    import random
+
+    from csd.batches import ReferenceBatches, build_batch_source
+
+    cfg = config(("no/such-teacher", "no/such-student"), tmp_path, f"batches={name}", "train.seed=3",
+                 *(["batches.buffer_capacity=7"] if name == "imitkd" else []))
+    second_process = types.SimpleNamespace(**{**vars(CPU), "process_index": 1})
+    source = build_batch_source(cfg, ReferenceBatches([], None), make_tiny_tokenizer(), second_process)
+    assert source.coin.getstate() == random.Random(3).getstate()
+    if name == "imitkd":
+        assert (source.buffer.capacity, source.process) == (7, 1)
+    else:
+        assert source.buffer is None
+
+
+class RecordingLM(ScriptedLM):
+    """Records what generate() is asked; the model's generation config lists a second EOS id (99)."""
+
+    def __init__(self, continuation):
+        super().__init__(continuation)
+        self.generation_config, self.asked = types.SimpleNamespace(eos_token_id=[99]), []
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        self.asked.append((attention_mask.tolist(), generation_config))
+        return torch.cat([input_ids, self.continuation[: input_ids.shape[0]]], dim=1)
+
+
+def test_sampler_asks_generate_for_left_padded_prompts_with_its_settings():
+    tokenizer = make_tiny_tokenizer()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    train_set = [{"input_ids": [10, 11, 50], "prompt_length": 2}, {"input_ids": [12, 51], "prompt_length": 1}]
+    model = RecordingLM([[20, eos], [21, eos]])
+    sampler = StudentSampler(train_set, tokenizer, CPU, max_new_tokens=2, temperature=0.7, top_k=5, top_p=0.9, seed=10)
+    for _ in range(3):
+        sampler(torch.tensor([0, 1]), model)
+    mask, asked = model.asked[0]
+    assert mask == [[1, 1], [0, 1]]  # the shorter prompt is padded on the left
+    assert (asked.do_sample, asked.temperature, asked.top_k, asked.top_p) == (True, 0.7, 5, 0.9)
+    assert (asked.max_new_tokens, asked.pad_token_id, asked.eos_token_id) == (2, pad, [eos, 99])
+    assert sampler.calls == 3  # call n samples under its own seed
 
 
 def test_student_sampling_is_seeded_per_call_and_leaves_the_training_rng_alone():

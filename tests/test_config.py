@@ -69,6 +69,9 @@ def test_unknown_best_metric_is_refused_in_one_line():
     message = str(error.value)
     assert "\n" not in message
     assert message == ("train.best_metric='val/rougel' is not allowed; choose one of: " + ", ".join(BEST_METRICS))
+    with pytest.raises(ValueError) as direct:  # higher_is_better asked directly (keep_if_best) says the same
+        higher_is_better("val/rougel")
+    assert str(direct.value) == message
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")))
@@ -91,6 +94,9 @@ BOUNDARIES = [
     (["train.eval_every=1", "train.save_every=1"], None),
     (["train.eval_every=0"], "train.eval_every=0 must be 'epoch', a positive number"),
     (["train.save_every=0"], "train.save_every=0 must be 'epoch', a positive number"),
+    (["optim.scheduler=null"], "optim.scheduler=None is not allowed; choose one of: constant, linear, cosine"),
+    (["loss.reduction=mean"], "loss.reduction='mean' is not allowed; choose one of: token, sequence"),
+    (["loss.reduction=null"], None),  # optional: the token mean
     (["train.max_steps=1"], None),
     (["train.max_steps=0"], "train.max_steps=0 must be a positive number"),
     (["train.batch_size=1", "train.grad_accum=1", "train.epochs=1"], None),
@@ -103,6 +109,11 @@ BOUNDARIES = [
     (["batches=imitkd", "batches.mixed_alpha=1.0"], None),
     (["batches=imitkd", "batches.mixed_alpha=1.01"], "batches.mixed_alpha=1.01 must be a probability in [0, 1]"),
     (["batches=gkd", "batches.student_ratio=-0.01"], "batches.student_ratio=-0.01 must be a probability in [0, 1]"),
+    (["batches=gkd", "batches.student_ratio=true"], "batches.student_ratio=True must be a probability in [0, 1]"),
+    (["batches=gkd", "batches.student_ratio=half"], "batches.student_ratio='half' must be a probability in [0, 1]"),
+    (["batches=chat_pairs"],
+     "batches=chat_pairs needs teacher/student response pairs (data=chat_pairs), not data='tiny' (format 'minillm')"),
+    (["batches=chat_pairs", "data=chat_pairs"], None),
     (["train.best_metric=val/ce"], None),
     (["train.best_metric=val/bleu"], "train.best_metric=val/bleu comes from generated responses"),
     (["train.best_metric=val/bleu", "train.eval_generate=1"], None),
@@ -125,3 +136,17 @@ def test_resume_must_be_an_existing_directory(tmp_path: Path):
     validate(config("train.resume=auto"))
     with pytest.raises(ValueError, match="train.resume=.* must be null, 'auto' or an existing checkpoint directory"):
         validate(config(f"train.resume={tmp_path / 'missing'}"))
+
+
+@pytest.mark.parametrize("loss, kd_ratio, enabled", [("csd", 0.3, True), ("csd", 0.0, False), ("sft", 1.0, False)])
+def test_distillation_runs_only_for_an_objective_with_a_positive_kd_ratio(loss, kd_ratio, enabled):
+    """No teacher forward (and no train/kd) for loss=sft, nor for an objective weighted 0 (plain CE)."""
+    from csd.config import distillation_enabled
+
+    assert distillation_enabled(config(f"loss={loss}", f"train.kd_ratio={kd_ratio}")) is enabled
+
+
+def test_a_missing_corpus_config_is_refused_by_validate():
+    """train.lm_data names a data config: a missing one fails in validate, before any model loads."""
+    with pytest.raises(FileNotFoundError, match="no data config"):
+        validate(config("train.lm_data=no_such_corpus"))

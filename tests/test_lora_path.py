@@ -57,6 +57,16 @@ def test_float16_teacher_runs_in_float16_under_bf16_autocast(train_config):
     assert set(student_seen) == {torch.bfloat16}  # the student's autocast is untouched
 
 
+def test_float32_teacher_runs_under_the_students_bf16_autocast(train_config):
+    """Only a float16 teacher leaves autocast: a float32 teacher's logits are bfloat16 like the student's."""
+    cfg = train_config("loss=csd", "model.teacher.dtype=float32", "train.mixed_precision=bf16", "train.max_steps=1")
+    models = build_models(cfg)
+    seen = []
+    models.teacher.lm_head.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    run(cfg, models)
+    assert seen and set(seen) == {torch.bfloat16}
+
+
 def test_add_bos_token_false_drops_the_bos_everywhere_the_tokenizer_goes(tmp_path):
     """OpenLLaMA as the release encodes it (no BOS): training, sampling and the saved tokenizer of best/ and final/
     (which csd.evaluate loads) all follow the model node's add_bos_token."""

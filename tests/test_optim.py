@@ -86,3 +86,11 @@ def test_the_trainer_logs_the_scheduled_rate_of_each_step(train_config):
         "train.max_steps=10", f"optim.lr={LR}", f"optim.min_lr={MIN_LR}", "optim.warmup_ratio=0.2", "optim.scheduler=cosine"))
     logged = [row["train/lr"] for row in summary["history"]]
     assert logged == pytest.approx([by_hand("cosine", k, total=10) for k in range(10)], rel=1e-9)
+
+
+def test_adamw_takes_betas_eps_and_lr_from_the_config():
+    """optim.betas / eps / lr reach torch's AdamW (betas left out would silently be torch's (0.9, 0.999))."""
+    optim = compose(["optim.betas=[0.8,0.95]", "optim.eps=1e-6", "optim.lr=3e-4"]).optim
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    groups = build_optimizer(model, optim).param_groups
+    assert [(g["betas"], g["eps"], g["lr"]) for g in groups] == [((0.8, 0.95), 1e-6, 3e-4)] * 2

@@ -93,3 +93,36 @@ def test_weighted_fused_loss_equals_the_weighted_logits_loss():
                            labels[i][None, None], reduction="sum").item() for i in range(9)]
     expected = sum(w * v for w, v, y in zip(weights.tolist(), per_token, labels.tolist()) if y != IGNORE_INDEX)
     assert fused.item() == pytest.approx(expected, rel=1e-5)
+
+
+class TwoProcesses:
+    """An accelerator stand-in: two processes holding the same batches (accelerate's reduce sums them, "mean" ÷ 2)."""
+    device = torch.device("cpu")
+
+    def reduce(self, tensor, reduction="sum"):
+        return tensor if reduction == "mean" else 2 * tensor
+
+
+def test_step_counts_are_over_all_processes_and_a_chat_pair_is_one_example():
+    """Shifted targets per row: 2, 1 and 0 (a label at position 0 predicts nothing). Per process and micro-batch:
+    3 target tokens, 2 examples with a target; 2 micro-batches × 2 processes; a chat pair's two rows are one example."""
+    from omegaconf import OmegaConf
+
+    from csd.step import global_example_count, global_token_count
+
+    batch = {"labels": torch.tensor([[IGNORE_INDEX, IGNORE_INDEX, 5, 6], [4, IGNORE_INDEX, IGNORE_INDEX, 7],
+                                     [3, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])}
+    batches, processes = [batch, batch], TwoProcesses()
+    assert global_token_count(batches, processes) == 3 * 2 * 2
+    assert global_example_count(batches, OmegaConf.create({"batches": {"name": "reference"}}), processes) == 2 * 2 * 2
+    assert global_example_count(batches, OmegaConf.create({"batches": {"name": "chat_pairs"}}), processes) == 2 * 2 * 2 / 2
+
+
+def test_a_step_of_one_example_is_that_examples_token_mean(train_config, monkeypatch):
+    """batch_size 1, sequence reduction: the step's denominator is 1 example, and the gradient is that of its mean."""
+    cfg = train_config("loss=fkl", "loss.reduction=sequence", "train.batch_size=1", "train.max_steps=1")
+    batches = record_batches(monkeypatch)
+    logged = run(cfg)["history"][0]
+    step = reference_step(cfg, batches)
+    assert logged["train/kd"] == pytest.approx(step["kd"], rel=1e-5)
+    assert logged["train/grad_norm"] == pytest.approx(step["grad_norm"], rel=1e-4)

@@ -1,6 +1,7 @@
 """Run names (directory and W&B name, one string): the objective and the overrides that change the result; paths hashed."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -58,3 +59,30 @@ def test_long_names_keep_whole_items_and_stay_unique():
     assert len(first) <= 120 and first != second
     assert first.startswith("csd,train.option_0=value_0,") and ",more-" in first
     assert set(first.split(",")[1:-1]) <= set(many)  # whole items only, none cut in half
+
+
+def test_each_rule_written_out_on_one_name():
+    """Excluded keys (anywhere in the list), `loss.name`, `+`/`~`, the `loss.` prefix, and a path by each rule —
+    PATH_KEYS as the last key part, a `_path`/`_dir`/`_file` suffix, `/` or `\\` in the value — hashed together:
+    sha1 of the sorted `key=value` lines, 6 hex digits. The hash is part of the directory name that
+    `train.resume=auto` looks for, so it must not change between versions."""
+    paths = ["data.cache_dir=cache", "data.name=org/set", "data.path=fixtures", "data.root=C:\\data",
+             "model.student.tokenizer=tok", "train.init_file=init", "train.ref_path=ref"]
+    overrides = ["logger=wandb", "loss.name=csd", "+loss.temperature=1.5", "~train.lm_data", "train.kd_ratio=0.5",
+                 *reversed(paths)]
+    digest = hashlib.sha1("\n".join(paths).encode()).hexdigest()[:6]
+    assert run_name_from_overrides("csd", overrides, excluded_keys()) == \
+        f"csd,temperature=1.5,train.kd_ratio=0.5,~train.lm_data,paths-{digest}"
+
+
+def test_names_are_shortened_from_121_characters():
+    """120 characters stay; 121 become the whole items within the first 100 (none here) and a hash of the name."""
+    exclude = excluded_keys()
+    assert run_name_from_overrides("csd", ["train.x=" + "v" * 108], exclude) == "csd,train.x=" + "v" * 108  # 120
+    long = "csd,train.x=" + "v" * 109
+    assert run_name_from_overrides("csd", ["train.x=" + "v" * 109], exclude) == \
+        f"csd,more-{hashlib.sha1(long.encode()).hexdigest()[:8]}"
+    many = sorted(f"train.option_{k}=value_{k}" for k in range(20))  # option_0, option_10, option_11, option_12, ...
+    full = ",".join(["csd", *many])
+    kept = ",".join(["csd", *many[:3]])  # 76 characters; the fourth item would end at 101
+    assert run_name_from_overrides("csd", many, exclude) == f"{kept},more-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
