@@ -231,6 +231,7 @@ def build(folder: Path, name: str, parts: dict, splits: dict, teacher, cfg: Dict
             hidden_states_before_head(teacher, module, dummy)
     progress.close()
     accelerator.wait_for_everyone()
+    fault_point("cache_manifest", 1)
     if main:
         write_manifest(folder, name, parts, splits, hidden_size)
     accelerator.wait_for_everyone()
