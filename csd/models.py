@@ -181,8 +181,14 @@ def load_teacher_head(spec: Any) -> TeacherHead:
     if extra or _get(spec, "peft_path"):
         return head_of(load_weights(spec))
     config = AutoConfig.from_pretrained(source)
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    zero3, hf_deepspeed._hf_deepspeed_config_weak_ref = hf_deepspeed._hf_deepspeed_config_weak_ref, None
+    try:  # an empty skeleton for the parameter names: not partitioned under ZeRO-3 (nothing to partition)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = zero3
     head = skeleton.get_output_embeddings().weight
     names = [name for name, parameter in skeleton.named_parameters(remove_duplicate=False) if parameter is head]
     names += [name.split(".", 1)[1] for name in names if name.startswith(skeleton.base_model_prefix + ".")]
