@@ -165,9 +165,11 @@ class TeacherHead:
 
 
 def head_of(model: nn.Module) -> TeacherHead:
-    """The output head of a loaded model (shares its storage: the rest of the model can be freed)."""
+    """The output head of a loaded model, copied: the rest of the model can be freed."""
     config = base_causal_lm(model).config
-    return TeacherHead(model.get_output_embeddings().weight.detach(), getattr(config, "final_logit_softcapping", None))
+    # a copy: a view would keep alive the storage it shares with the rest (one mmap of the whole checkpoint file)
+    return TeacherHead(model.get_output_embeddings().weight.detach().clone(),
+                       getattr(config, "final_logit_softcapping", None))
 
 
 def load_teacher_head(spec: Any) -> TeacherHead:
