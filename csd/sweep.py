@@ -18,6 +18,11 @@ resumes where it stopped; a point whose settings changed has a new fingerprint a
 covers settings, not code: after changing the code, run with ``resume=False`` (scripts: --no-resume) or delete the
 folder.
 
+The teacher is run once, not once per point: off-policy points train from the teacher cache (``TEACHER_CACHE``,
+train.teacher_cache=auto; csd/teacher_cache.py), built by the first point from the teacher in memory and read by the
+others (same teacher, data, lengths, precision and head); each trainer then holds the teacher's head only. An override
+train.teacher_cache=null runs the live teacher; the point fingerprint leaves the setting out (the same numbers).
+
 Learning rates are chosen on the validation split only (``select_lr``): each candidate is trained with the first seed
 and the one with the highest validation ROUGE-L wins; the test split never enters the choice.
 """
@@ -45,10 +50,15 @@ from csd.inputs import check_data_files, check_training_inputs
 from csd.metrics import diversity
 from csd.models import Models
 from csd.step import lm_cross_entropy_sum, target_mask
+from csd.teacher_cache import ON_POLICY
 
 SPLITS = ("validation", "test")
 REFERENCE_ROWS = ("teacher", "student_init")
 METRICS = ("rougeL", "distinct_1", "distinct_2", "self_bleu", "mean_words", "nll")
+# Every off-policy point reads the teacher from one cache per (teacher, data, lengths, precision, head): the first
+# point builds it from the teacher already in memory, the others find it complete (csd/teacher_cache.py); on-policy
+# points (batches=imitkd/gkd) run the live teacher. docs/bench/teacher_cache: the quickstart's step with the cache.
+TEACHER_CACHE = "auto"
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,14 @@ class PairModels:
     teacher: torch.nn.Module
     student_init: torch.nn.Module
     tokenizer: object
+
+
+def compose_point(overrides: Sequence[str]):
+    """The config of ``overrides``; on-policy batches (new sequences every step) with the live teacher, not its cache."""
+    cfg = compose(overrides)
+    if cfg.train.teacher_cache is not None and cfg.batches.name in ON_POLICY:
+        cfg = compose([*overrides, "train.teacher_cache=null"])
+    return cfg
 
 
 def load_pair(base) -> PairModels:
@@ -115,8 +133,10 @@ class Sweep:
     def __init__(self, overrides: Sequence[str] = (), *, experiment: str = "cpu_sweep", splits=SPLITS,
                  no_repeat_ngram_size: Optional[int] = None, models: Optional[PairModels] = None,
                  resume: bool = True, log: Callable[[str], None] = print):
-        self.common = ["experiment=quickstart", f"experiment_name={experiment}", *overrides]
-        self.base = compose(self.common)
+        # the teacher cache first, so that an override (train.teacher_cache=null: the live teacher) replaces it
+        self.common = ["experiment=quickstart", f"experiment_name={experiment}", f"train.teacher_cache={TEACHER_CACHE}",
+                       *overrides]
+        self.base = compose_point(self.common)
         validate(self.base)  # the config, its data files and model paths, before the teacher loads
         check_training_inputs(self.base, check_models=models is None)
         check_data_files(self.base.data, splits, f"data.path={self.base.data.path}")
@@ -151,7 +171,8 @@ class Sweep:
     # ------------------------------------------------------------------ points
     def config(self, point: Point):
         extra = [] if point.lr is None else [f"optim.lr={point.lr}"]
-        return compose([*self.common, *point.overrides, *extra, f"train.seed={point.seed}", f"run_name={point.name}"])
+        return compose_point([*self.common, *point.overrides, *extra, f"train.seed={point.seed}",
+                              f"run_name={point.name}"])
 
     def fingerprint(self, point: Point) -> str:
         cfg = OmegaConf.to_container(self.config(point), resolve=True)
@@ -161,6 +182,7 @@ class Sweep:
                    "lengths": [train["max_length"], train["max_prompt_length"]]}
         for key in ("logger", "run_name", "output_dir", "experiment_name"):
             cfg.pop(key, None)
+        cfg.get("train", {}).pop("teacher_cache", None)  # the same numbers with the live teacher or its cache
         payload = {"config": cfg, "decoding": self.decoding, "splits": self.splits, "row": point.row,
                    "seed": point.seed, "lr": point.lr}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from bisect import bisect_right
 from pathlib import Path
 from typing import Callable, Optional
@@ -313,12 +314,23 @@ def prepare(cfg: DictConfig, accelerator, tokenizer, splits: dict, load_teacher:
                 os.remove(folder / MANIFEST)
         else:
             log.warning("teacher cache %s is not complete: building what is missing", folder)
+        started = time.perf_counter()
         build(folder, name, parts, splits, load_teacher(), cfg, accelerator, collate)
         manifest = read_manifest(folder)
+        log.warning("teacher cache %s: built in %.0f s, %s", folder, time.perf_counter() - started, describe(folder))
     else:
-        log.info("teacher cache %s: complete, reading it (the teacher's body is not loaded)", folder)
+        log.warning("teacher cache %s: complete, reading it, %s", folder, describe(folder))
     return folder, {split: CachedSplit(dataset, CachedRows(folder, manifest["splits"][split]))
                     for split, dataset in splits.items()}
+
+
+def describe(folder: Path) -> str:
+    """Its size and what it saves, for the log."""
+    manifest = read_manifest(folder) or {"splits": {}}
+    mib = sum(path.stat().st_size for path in folder.iterdir() if path.is_file()) / 2**20
+    examples = sum(entry["examples"] for entry in manifest["splits"].values())
+    return (f"{mib:.1f} MiB on disk: the teacher's body is not run on these {examples} examples again (each run "
+            "pays only the teacher's head)")
 
 
 def run_splits(cfg: DictConfig, tokenizer) -> dict:
