@@ -50,7 +50,7 @@ from csd.inputs import check_data_files, check_training_inputs
 from csd.metrics import diversity
 from csd.models import Models
 from csd.step import lm_cross_entropy_sum, target_mask
-from csd.teacher_cache import ON_POLICY
+from csd.teacher_cache import compose_reading_cache
 
 SPLITS = ("validation", "test")
 REFERENCE_ROWS = ("teacher", "student_init")
@@ -82,14 +82,6 @@ class PairModels:
     teacher: torch.nn.Module
     student_init: torch.nn.Module
     tokenizer: object
-
-
-def compose_point(overrides: Sequence[str]):
-    """The config of ``overrides``; on-policy batches (new sequences every step) with the live teacher, not its cache."""
-    cfg = compose(overrides)
-    if cfg.train.teacher_cache is not None and cfg.batches.name in ON_POLICY:
-        cfg = compose([*overrides, "train.teacher_cache=null"])
-    return cfg
 
 
 def load_pair(base) -> PairModels:
@@ -133,10 +125,8 @@ class Sweep:
     def __init__(self, overrides: Sequence[str] = (), *, experiment: str = "cpu_sweep", splits=SPLITS,
                  no_repeat_ngram_size: Optional[int] = None, models: Optional[PairModels] = None,
                  resume: bool = True, log: Callable[[str], None] = print):
-        # the teacher cache first, so that an override (train.teacher_cache=null: the live teacher) replaces it
-        self.common = ["experiment=quickstart", f"experiment_name={experiment}", f"train.teacher_cache={TEACHER_CACHE}",
-                       *overrides]
-        self.base = compose_point(self.common)
+        self.common = ["experiment=quickstart", f"experiment_name={experiment}", *overrides]
+        self.base = self.compose(self.common)
         validate(self.base)  # the config, its data files and model paths, before the teacher loads
         check_training_inputs(self.base, check_models=models is None)
         check_data_files(self.base.data, splits, f"data.path={self.base.data.path}")
@@ -171,8 +161,13 @@ class Sweep:
     # ------------------------------------------------------------------ points
     def config(self, point: Point):
         extra = [] if point.lr is None else [f"optim.lr={point.lr}"]
-        return compose_point([*self.common, *point.overrides, *extra, f"train.seed={point.seed}",
+        return self.compose([*self.common, *point.overrides, *extra, f"train.seed={point.seed}",
                               f"run_name={point.name}"])
+
+    @staticmethod
+    def compose(overrides: Sequence[str]):
+        """The overrides' config, reading the teacher from its cache (TEACHER_CACHE) unless they say otherwise."""
+        return compose_reading_cache(list(overrides), TEACHER_CACHE)[1]
 
     def fingerprint(self, point: Point) -> str:
         cfg = OmegaConf.to_container(self.config(point), resolve=True)
@@ -264,6 +259,7 @@ class Sweep:
         train = self.base.train
         return {"steps": int(train.max_steps), "batch_size": int(train.batch_size), "precision": self.precision,
                 "decoding": self.decoding, "splits": list(self.splits), "overrides": self.common,
+                "teacher_cache": self.base.train.teacher_cache,
                 "threads": torch.get_num_threads()}
 
 

@@ -333,6 +333,37 @@ def describe(folder: Path) -> str:
             "pays only the teacher's head)")
 
 
+def compose_reading_cache(overrides: list, cache: str = "auto") -> tuple[list, DictConfig]:
+    """(overrides, config) of ``["train.teacher_cache=<cache>", *overrides]`` (an override may set it; null: the live
+    teacher), with train.teacher_cache=null appended for on-policy batches (new sequences every step)."""
+    from csd.config import compose
+
+    overrides = [f"train.teacher_cache={cache}", *overrides]
+    cfg = compose(overrides)
+    if cfg.train.teacher_cache is not None and cfg.batches.name in ON_POLICY:
+        overrides.append("train.teacher_cache=null")
+        cfg = compose(overrides)
+    return overrides, cfg
+
+
+def cache_key(cfg: DictConfig) -> str:
+    """Equal for runs that read one cache (same teacher, tokenizer, data, lengths, precision, head, folder); the
+    manifest's fingerprint decides what is read, this only groups runs to build for once."""
+    from omegaconf import OmegaConf
+
+    train = cfg.train
+    parts = {"model": cfg.model, "data": cfg.data, "batches": cfg.batches.name, "output_root": cfg.output_root,
+             "train": {key: train.get(key) for key in ("max_length", "max_prompt_length", "mixed_precision", "head",
+                                                        "teacher_cache")}}
+    return json.dumps(OmegaConf.to_container(OmegaConf.create(parts), resolve=True), sort_keys=True, default=str)
+
+
+def reads_cache(cfg: DictConfig) -> bool:
+    from csd.config import distillation_enabled
+
+    return cfg.train.get("teacher_cache") is not None and distillation_enabled(cfg)
+
+
 def run_splits(cfg: DictConfig, tokenizer) -> dict:
     """The encoded splits a training run reads: train and validation (the references), and for chat pairs the
     student responses of the train prompts (``train_student``)."""
