@@ -62,7 +62,7 @@ def cache_overrides(variant: str, args) -> list[str]:
 
 def build_cache(variant: str, args) -> dict:
     """The one-off cost: `python -m csd.teacher_cache` for this variant's settings, timed, in its own process."""
-    import resource
+    import tempfile
 
     folder = args.scratch / "teacher_cache" / variant
     import shutil
@@ -71,13 +71,18 @@ def build_cache(variant: str, args) -> dict:
     command = [sys.executable, "-m", "csd.teacher_cache", *pair_overrides(args), *VARIANTS[variant][1],
                *cache_overrides(variant, args), f"train.batch_size={args.batch_size}", f"output_root={args.scratch}"]
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)})
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"bench_train: building the cache failed:\n{result.stderr[-3000:]}")
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=errors, text=True,
+                                 env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)})
+        # this child's own rusage (RUSAGE_CHILDREN would be the largest of every worker run so far)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        if child.returncode != 0:
+            errors.seek(0)
+            raise SystemExit(f"bench_train: building the cache failed:\n{errors.read()[-3000:]}")
     return {"variant": variant, "build_s": seconds, "disk_mib": sum(f.stat().st_size for f in folder.iterdir()) / 2**20,
-            "build_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            "build_peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 def plain_cross_entropy(logits, targets, reduction="mean", chunk_size=None, weights=None):
