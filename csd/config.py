@@ -176,6 +176,9 @@ def _validate_batch_source(cfg: DictConfig) -> None:
                              f"(train.batch_size={cfg.train.batch_size})")
     if name == "gkd":
         _probability(cfg, "batches.student_ratio")
+    if cfg.train.get("teacher_cache") is not None and name in ("imitkd", "gkd") and distillation_enabled(cfg):
+        raise ValueError(f"train.teacher_cache holds the teacher on fixed sequences, but batches={name} generates new "
+                         "ones every step; set train.teacher_cache=null")
     if name == "chat_pairs" and cfg.data.get("format") != "chat_pairs":
         raise ValueError(f"batches=chat_pairs needs teacher/student response pairs (data=chat_pairs), "
                          f"not data={cfg.data.get('name')!r} (format {cfg.data.get('format')!r})")

@@ -10,6 +10,7 @@ steps validate (loss, optionally generated responses scored by csd.evaluate.scor
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -22,14 +23,14 @@ from omegaconf import DictConfig
 from csd.checkpoint import (STATE_FILE, fault_point, latest_checkpoint, recover_interrupted_saves, save_checkpoint,
                             save_model)
 from csd.config import distillation_enabled, higher_is_better, loss_kwargs, validate
-from csd.data import TrainCollator, build_dataset, pad_token_id_of
+from csd.data import TrainCollator, pad_token_id_of
 from csd.distributed import make_accelerator, prepare_teacher, synced_generation
 from csd.logger import RunLogger
 from csd.losses import get_loss
-from csd.models import Models, build_models
+from csd.models import Models, build_models, head_of, load_tokenizer
 from csd.batches import ReferenceBatches, build_batch_source, build_lm_batches
 from csd.optim import build_optimizer, build_scheduler
-from csd import step as steps
+from csd import step as steps, teacher_cache
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,13 @@ class Distiller:
         self.accelerator = accelerator = make_accelerator(cfg)
         set_seed(cfg.train.seed, device_specific=True)  # + process index: ranks draw different dropout masks
         distil = distillation_enabled(cfg)
-        models = self.models = self.models or build_models(cfg)
+        models = self.models = self.models_and_data(accelerator)
         self.objective = get_loss(cfg.loss.name, **loss_kwargs(cfg.loss)) if distil else None
         if distil and cfg.train.head == "fused":
-            capped = [n for n, m in (("student", models.student), ("teacher", models.teacher))
-                      if getattr(getattr(m, "config", None), "final_logit_softcapping", None)]
+            softcaps = {"student": getattr(models.student.config, "final_logit_softcapping", None),
+                        "teacher": models.teacher_head.softcap if models.teacher_head is not None else
+                        getattr(getattr(models.teacher, "config", None), "final_logit_softcapping", None)}
+            capped = [name for name, softcap in softcaps.items() if softcap]
             if capped:  # the fused head computes hidden @ W.T only; these models transform their logits afterwards
                 raise ValueError(f"train.head=fused cannot reproduce the final logit soft-capping of the "
                                  f"{' and '.join(capped)}; use train.head=logits")
@@ -80,10 +83,6 @@ class Distiller:
         if cfg.train.gradient_checkpointing:
             models.student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-        data_args = (models.tokenizer, cfg.train.max_length, cfg.train.max_prompt_length)
-        self.train_set = build_dataset(cfg.data, "train", *data_args)
-        self.val_set = build_dataset(cfg.data, "validation", *data_args)
-        self.collate = TrainCollator(pad_token_id_of(models.tokenizer))
         steps_per_epoch = len(steps.optimizer_windows(len(self.train_set), cfg, accelerator.num_processes, 0))
         if steps_per_epoch == 0:
             raise ValueError(f"the train split has {len(self.train_set)} examples, fewer than one optimizer step takes "
@@ -96,7 +95,7 @@ class Distiller:
         accelerator.register_for_checkpointing(self.scheduler)  # stepped by us once per optimizer step
         models.teacher = prepare_teacher(accelerator, models.teacher)
         self.batch_source = build_batch_source(cfg, ReferenceBatches(self.train_set, self.collate), models.tokenizer,
-                                               accelerator)
+                                               accelerator, self.student_set)
         self.lm_batches = build_lm_batches(cfg, models.tokenizer, accelerator)
         for stateful in (self.batch_source, self.lm_batches):  # buffer, coins, corpus position: restored on resume
             if hasattr(stateful, "state_dict"):
@@ -110,6 +109,28 @@ class Distiller:
         self.logger = RunLogger(cfg, self.output_dir, self.total_steps, self.state.global_step,
                                 accelerator.is_main_process)
         return self
+
+    def models_and_data(self, accelerator) -> Models:
+        """The models and the encoded splits. With ``train.teacher_cache`` the splits carry the teacher's hidden states
+        (csd/teacher_cache.py, built first where missing) and the teacher is its head only."""
+        cfg = self.cfg
+        cached = distillation_enabled(cfg) and cfg.train.get("teacher_cache") is not None
+        models = self.models or (None if cached else build_models(cfg))
+        tokenizer = models.tokenizer if models is not None else load_tokenizer(cfg.model.student)
+        splits = teacher_cache.run_splits(cfg, tokenizer)
+        self.collate = TrainCollator(pad_token_id_of(tokenizer))
+        if cached:
+            given = models.teacher if models is not None else None
+            load = (lambda: prepare_teacher(accelerator, given)) if given is not None else \
+                (lambda: teacher_cache.load_teacher(cfg, accelerator))
+            _, splits = teacher_cache.prepare(cfg, accelerator, tokenizer, splits, load, self.collate)
+            gc.collect()  # a teacher loaded to build the cache is gone
+            if models is None:
+                models = build_models(cfg, teacher_head_only=True)
+            else:
+                models = dataclasses.replace(models, teacher=None, teacher_head=head_of(models.teacher))
+        self.train_set, self.val_set, self.student_set = splits["train"], splits["validation"], splits.get("train_student")
+        return models
 
     # --- the loop --------------------------------------------------------------------------------------------
     def train(self) -> dict:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import os
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -132,16 +134,86 @@ def same_source(a: Any, b: Any, keys: Sequence[str] = WEIGHT_KEYS) -> bool:
     return all(_get(a, key) == _get(b, key) for key in keys)
 
 
-def load_teacher_and_student(teacher_spec: Any, student_spec: Any) -> tuple[nn.Module, nn.Module]:
+def load_teacher_and_student(teacher_spec: Any, student_spec: Any, head_only: bool = False) -> tuple[Any, nn.Module]:
     """Both models; a student cut from the teacher's own checkpoint (the quickstart) is cut in memory from the
-    loaded teacher instead of loading (and dequantising) the same file twice."""
-    teacher = load_weights(teacher_spec)
+    loaded teacher instead of loading (and dequantising) the same file twice. ``head_only`` (training from a teacher
+    cache): the teacher is a TeacherHead, its body is never kept (nor loaded, unless the student is cut from it)."""
     derived = any(_get(student_spec, key) for key in ("keep_layers", "lora", "lora_path"))
-    if same_source(teacher_spec, student_spec) and derived:
+    cut_from_teacher = same_source(teacher_spec, student_spec) and derived
+    if head_only and not cut_from_teacher:
+        return load_teacher_head(teacher_spec), load_model(student_spec)
+    teacher = load_weights(teacher_spec)
+    if cut_from_teacher:
         student = derive_student(teacher if _get(student_spec, "keep_layers") else copy.deepcopy(teacher), student_spec)
     else:
         student = load_model(student_spec)
-    return teacher.eval().requires_grad_(False), student
+    return (head_of(teacher) if head_only else teacher.eval().requires_grad_(False)), student
+
+
+@dataclasses.dataclass
+class TeacherHead:
+    """What a teacher cache leaves of the teacher: logits = softcap(hidden @ weight.T), softcap(z) = c·tanh(z / c)
+    when the model soft-caps its final logits (Gemma 2: ``final_logit_softcapping`` = c), else z."""
+    weight: torch.Tensor
+    softcap: Optional[float] = None
+
+    def logits(self, hidden: torch.Tensor, vocab: Optional[int] = None) -> torch.Tensor:
+        logits = torch.nn.functional.linear(hidden, self.weight[:vocab])
+        if self.softcap:  # in transformers' order: divide, tanh, multiply
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def head_of(model: nn.Module) -> TeacherHead:
+    """The output head of a loaded model, copied: the rest of the model can be freed."""
+    config = base_causal_lm(model).config
+    # a copy: a view would keep alive the storage it shares with the rest (one mmap of the whole checkpoint file)
+    return TeacherHead(model.get_output_embeddings().weight.detach().clone(),
+                       getattr(config, "final_logit_softcapping", None))
+
+
+def load_teacher_head(spec: Any) -> TeacherHead:
+    """The head weight (and soft-capping constant) of a model node, read alone from its safetensors checkpoint: the
+    parameter that ``get_output_embeddings`` is (the input embeddings when tied), in the dtype the whole model
+    would load in. GGUF files, adapters (``peft_path``) and .bin checkpoints load the model and keep its head."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import cached_file
+
+    source, extra = _source(spec)
+    if extra or _get(spec, "peft_path"):
+        return head_of(load_weights(spec))
+    config = AutoConfig.from_pretrained(source)
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    zero3, hf_deepspeed._hf_deepspeed_config_weak_ref = hf_deepspeed._hf_deepspeed_config_weak_ref, None
+    try:  # an empty skeleton for the parameter names: not partitioned under ZeRO-3 (nothing to partition)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = zero3
+    head = skeleton.get_output_embeddings().weight
+    names = [name for name, parameter in skeleton.named_parameters(remove_duplicate=False) if parameter is head]
+    names += [name.split(".", 1)[1] for name in names if name.startswith(skeleton.base_model_prefix + ".")]
+    index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
+    if index:
+        weight_map = json.loads(Path(index).read_text())["weight_map"]
+        files = {name: weight_map[name] for name in names if name in weight_map}
+    else:
+        files = dict.fromkeys(names, "model.safetensors")
+    from safetensors import safe_open
+
+    for name, file in files.items():
+        path = cached_file(source, file, _raise_exceptions_for_missing_entries=False)
+        if path is None:
+            continue
+        with safe_open(path, framework="pt") as checkpoint:
+            if name in checkpoint.keys():
+                weight = checkpoint.get_tensor(name)
+                dtype_name = _get(spec, "dtype", "auto")
+                dtype = DTYPES[dtype_name] if dtype_name != "auto" else (getattr(config, "dtype", None) or weight.dtype)
+                return TeacherHead(weight.to(dtype), getattr(config, "final_logit_softcapping", None))
+    log.info("no safetensors head weight %s in %s: loading the model for its head", names, source)
+    return head_of(load_weights(spec))
 
 
 def decoder_layer_slot(model: nn.Module) -> tuple[nn.Module, str]:
@@ -208,7 +280,7 @@ def shared_vocab_size(student_tokenizer, teacher_tokenizer, student: nn.Module, 
             "token-level distillation needs one shared tokenizer"
         )
     vocab = len(student_tokenizer)
-    sizes = (head_size(student), head_size(teacher))
+    sizes = (head_size(student), teacher.weight.shape[0] if isinstance(teacher, TeacherHead) else head_size(teacher))
     if min(sizes) < vocab:
         raise ValueError(f"a model head is smaller than the tokenizer ({vocab} tokens): student {sizes[0]}, teacher {sizes[1]} rows")
     if sizes != (vocab, vocab):
@@ -251,17 +323,21 @@ class Models:
     tokenizer: object
     teacher: Optional[torch.nn.Module] = None
     vocab: Optional[int] = None  # logits compared on [:vocab]
+    teacher_head: Optional[TeacherHead] = None  # instead of the teacher when training from a teacher cache
 
 
-def build_models(cfg) -> Models:
-    """The run's tokenizer, student and (when distilling) frozen teacher, with the shared vocabulary checked."""
+def build_models(cfg, teacher_head_only: bool = False) -> Models:
+    """The run's tokenizer, student and (when distilling) frozen teacher, with the shared vocabulary checked;
+    ``teacher_head_only``: the teacher's head instead of the teacher (csd/teacher_cache.py holds its hidden states)."""
     from csd.config import distillation_enabled
 
     tokenizer = load_tokenizer(cfg.model.student)
     if not distillation_enabled(cfg):
         return Models(load_model(cfg.model.student), tokenizer)
-    teacher, student = load_teacher_and_student(cfg.model.teacher, cfg.model.student)
+    teacher, student = load_teacher_and_student(cfg.model.teacher, cfg.model.student, head_only=teacher_head_only)
     shared = same_source(cfg.model.teacher, cfg.model.student, TOKENIZER_KEYS)
     teacher_tokenizer = tokenizer if shared else load_tokenizer(cfg.model.teacher)
     vocab = shared_vocab_size(tokenizer, teacher_tokenizer, student, teacher)
+    if teacher_head_only:
+        return Models(student, tokenizer, vocab=vocab, teacher_head=teacher)
     return Models(student, tokenizer, teacher, vocab)

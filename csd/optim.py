@@ -20,9 +20,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def fused_available(parameters) -> bool:
+    """torch's fused (single-kernel) AdamW runs on these parameters: floating point, on a device torch has the kernel
+    for (CUDA, CPU, ...), and not under DeepSpeed, whose ZeRO optimizer wraps the step itself."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    from csd.distributed import deepspeed_requested
+
+    devices = set(_get_fused_kernels_supported_devices())
+    return not deepspeed_requested() and all(p.device.type in devices and p.is_floating_point() for p in parameters)
+
+
 def build_optimizer(model: nn.Module, optim_cfg) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, optim_cfg.weight_decay), lr=optim_cfg.lr,
-                             betas=tuple(optim_cfg.betas), eps=optim_cfg.eps)
+    """AdamW; fused where torch has the kernel (the same update as the per-tensor loop, tests/test_optim.py)."""
+    groups = param_groups(model, optim_cfg.weight_decay)
+    fused = fused_available([p for group in groups for p in group["params"]])
+    return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps,
+                             fused=fused or None)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, scheduler: str, min_ratio: float) -> float:

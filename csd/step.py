@@ -19,7 +19,7 @@ from csd.distributed import gathered_in_backward, gathered_under_zero3, rows_per
 from csd.losses import IGNORE_INDEX
 from csd.losses.cross_entropy import chunked_cross_entropy
 from csd.losses.fused import fused_linear_loss_with
-from csd.models import Models, base_causal_lm, hidden_states_before_head
+from csd.models import Models, TeacherHead, base_causal_lm, hidden_states_before_head
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -53,8 +53,9 @@ def optimizer_windows(num_examples: int, cfg: DictConfig, world: int, epoch: int
 
 def teacher_precision(accelerator, teacher):
     """The teacher's forward under the run's autocast, except a float16 teacher (the release's --teacher-model-fp16):
-    it runs in plain float16, as the release runs it outside the engine, not in the bf16 of the student's autocast."""
-    weight = next(unwrap_teacher(teacher).parameters(), None)
+    it runs in plain float16, as the release runs it outside the engine, not in the bf16 of the student's autocast.
+    ``teacher`` may be a TeacherHead (training from a teacher cache): its head then runs as the whole teacher would."""
+    weight = teacher.weight if isinstance(teacher, TeacherHead) else next(unwrap_teacher(teacher).parameters(), None)
     if weight is not None and weight.dtype == torch.float16:
         return torch.autocast(device_type=accelerator.device.type, enabled=False)
     return accelerator.autocast()
@@ -70,22 +71,33 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
     gradient buffer only when its weight is non-zero."""
     targets = shift_labels(batch["labels"])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    cached = batch.get("teacher_hidden")  # the teacher's head inputs at the target positions (csd/teacher_cache.py)
+    if cached is not None and cached.shape[0] != int((targets != IGNORE_INDEX).sum()):
+        raise RuntimeError(f"the teacher cache gave {cached.shape[0]} rows for a batch with "
+                           f"{int((targets != IGNORE_INDEX).sum())} target positions")
     kd_ratio = cfg.train.kd_ratio if objective is not None else 0.0
     sums = {"tokens": (targets != IGNORE_INDEX).sum()}
     if cfg.train.head == "fused" and objective is not None:
         unwrapped = accelerator.unwrap_model(student)
-        teacher_module = unwrap_teacher(models.teacher)
-        hidden = hidden_states_before_head(student, unwrapped, inputs)
-        with torch.no_grad(), teacher_precision(accelerator, models.teacher):
-            teacher_hidden = hidden_states_before_head(models.teacher, teacher_module, inputs)
+        hidden = hidden_states_before_head(student, unwrapped, inputs).flatten(0, 1)
         head = base_causal_lm(unwrapped).get_output_embeddings().weight
-        teacher_head = teacher_module.get_output_embeddings().weight
-        with gathered_under_zero3(accelerator, head, teacher_head):  # ZeRO-3 shards the heads: gather them
-            loss = fused_linear_loss_with(objective, hidden.flatten(0, 1), head[: models.vocab],
-                                          teacher_hidden.flatten(0, 1), teacher_head[: models.vocab],
-                                          targets.flatten(), reduction="sum", kd_weight=kd_ratio,
-                                          ce_weight=1.0 - kd_ratio, parts=sums,
-                                          weights=None if weights is None else weights.flatten())
+        flat_targets, flat_weights = targets.flatten(), None if weights is None else weights.flatten()
+        if cached is None:
+            teacher_module = unwrap_teacher(models.teacher)
+            with torch.no_grad(), teacher_precision(accelerator, models.teacher):
+                teacher_hidden = hidden_states_before_head(models.teacher, teacher_module, inputs).flatten(0, 1)
+            teacher_head = teacher_module.get_output_embeddings().weight
+            gathered = (head, teacher_head)
+        else:  # the cache holds the target positions only: the loss sees those rows, the same sums
+            rows = flat_targets != IGNORE_INDEX
+            hidden, flat_targets, teacher_hidden = hidden[rows], flat_targets[rows], cached
+            flat_weights = None if flat_weights is None else flat_weights[rows]
+            teacher_head, gathered = models.teacher_head.weight, (head,)
+        with gathered_under_zero3(accelerator, *gathered):  # ZeRO-3 shards the heads: gather them
+            loss = fused_linear_loss_with(objective, hidden, head[: models.vocab], teacher_hidden,
+                                          teacher_head[: models.vocab], flat_targets, reduction="sum",
+                                          kd_weight=kd_ratio, ce_weight=1.0 - kd_ratio, parts=sums,
+                                          weights=flat_weights)
         sums["loss"] = gathered_in_backward(accelerator, loss, head)
         return sums
     logits = student(**inputs, use_cache=False).logits
@@ -93,8 +105,10 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
         ce = chunked_cross_entropy(logits, targets, reduction="sum", weights=weights)
     sums["ce"], sums["loss"] = ce.detach(), ce
     if objective is not None:
-        with torch.no_grad(), teacher_precision(accelerator, models.teacher):
-            teacher_logits = models.teacher(**inputs, use_cache=False).logits
+        teacher_logits = cached_teacher_logits(models, cached, targets, accelerator) if cached is not None else None
+        if teacher_logits is None:
+            with torch.no_grad(), teacher_precision(accelerator, models.teacher):
+                teacher_logits = models.teacher(**inputs, use_cache=False).logits
         vocab = models.vocab
         if logits.shape[-1] != vocab or teacher_logits.shape[-1] != vocab:
             logits, teacher_logits = logits[..., :vocab], teacher_logits[..., :vocab]
@@ -102,6 +116,16 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
         sums["kd"] = kd.detach()
         sums["loss"] = kd if kd_ratio >= 1.0 else (1.0 - kd_ratio) * ce + kd_ratio * kd
     return sums
+
+
+def cached_teacher_logits(models: Models, cached: torch.Tensor, targets: torch.Tensor, accelerator) -> torch.Tensor:
+    """(B, T, vocab) teacher logits from the cached hidden states, computed at the target positions only (zero
+    elsewhere: no objective reads them), in the dtype and precision the whole teacher's head would use."""
+    with torch.no_grad(), teacher_precision(accelerator, models.teacher_head):
+        rows = models.teacher_head.logits(cached, models.vocab)
+    logits = rows.new_zeros(*targets.shape, rows.shape[-1])
+    logits[targets != IGNORE_INDEX] = rows
+    return logits
 
 
 def lm_cross_entropy_sum(student, batch: dict) -> torch.Tensor:
@@ -191,6 +215,8 @@ def validation_loss(student, models, objective, val_set, collate, cfg, accelerat
         batch = collate([val_set[i] for i in range(start, min(start + size, len(val_set)))] or [val_set[0]])
         if start >= len(val_set):
             batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
+            if "teacher_hidden" in batch:  # no targets left: no cached rows either
+                batch["teacher_hidden"] = batch["teacher_hidden"][:0]
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         sums = micro_batch_sums(student, models, objective, batch, cfg, accelerator, token_weights(batch, cfg))
         count = rows_with_targets(batch) if per_sequence(cfg) else sums["tokens"]

@@ -18,6 +18,11 @@ resumes where it stopped; a point whose settings changed has a new fingerprint a
 covers settings, not code: after changing the code, run with ``resume=False`` (scripts: --no-resume) or delete the
 folder.
 
+The teacher is run once, not once per point: off-policy points train from the teacher cache (``TEACHER_CACHE``,
+train.teacher_cache=auto; csd/teacher_cache.py), built by the first point from the teacher in memory and read by the
+others (same teacher, data, lengths, precision and head); each trainer then holds the teacher's head only. An override
+train.teacher_cache=null runs the live teacher; the point fingerprint leaves the setting out (the same numbers).
+
 Learning rates are chosen on the validation split only (``select_lr``): each candidate is trained with the first seed
 and the one with the highest validation ROUGE-L wins; the test split never enters the choice.
 """
@@ -45,10 +50,15 @@ from csd.inputs import check_data_files, check_training_inputs
 from csd.metrics import diversity
 from csd.models import Models
 from csd.step import lm_cross_entropy_sum, target_mask
+from csd.teacher_cache import compose_reading_cache
 
 SPLITS = ("validation", "test")
 REFERENCE_ROWS = ("teacher", "student_init")
 METRICS = ("rougeL", "distinct_1", "distinct_2", "self_bleu", "mean_words", "nll")
+# Every off-policy point reads the teacher from one cache per (teacher, data, lengths, precision, head): the first
+# point builds it from the teacher already in memory, the others find it complete (csd/teacher_cache.py); on-policy
+# points (batches=imitkd/gkd) run the live teacher. docs/bench/teacher_cache: the quickstart's step with the cache.
+TEACHER_CACHE = "auto"
 
 
 @dataclass(frozen=True)
@@ -116,7 +126,7 @@ class Sweep:
                  no_repeat_ngram_size: Optional[int] = None, models: Optional[PairModels] = None,
                  resume: bool = True, log: Callable[[str], None] = print):
         self.common = ["experiment=quickstart", f"experiment_name={experiment}", *overrides]
-        self.base = compose(self.common)
+        self.base = self.compose(self.common)
         validate(self.base)  # the config, its data files and model paths, before the teacher loads
         check_training_inputs(self.base, check_models=models is None)
         check_data_files(self.base.data, splits, f"data.path={self.base.data.path}")
@@ -151,7 +161,13 @@ class Sweep:
     # ------------------------------------------------------------------ points
     def config(self, point: Point):
         extra = [] if point.lr is None else [f"optim.lr={point.lr}"]
-        return compose([*self.common, *point.overrides, *extra, f"train.seed={point.seed}", f"run_name={point.name}"])
+        return self.compose([*self.common, *point.overrides, *extra, f"train.seed={point.seed}",
+                              f"run_name={point.name}"])
+
+    @staticmethod
+    def compose(overrides: Sequence[str]):
+        """The overrides' config, reading the teacher from its cache (TEACHER_CACHE) unless they say otherwise."""
+        return compose_reading_cache(list(overrides), TEACHER_CACHE)[1]
 
     def fingerprint(self, point: Point) -> str:
         cfg = OmegaConf.to_container(self.config(point), resolve=True)
@@ -161,6 +177,7 @@ class Sweep:
                    "lengths": [train["max_length"], train["max_prompt_length"]]}
         for key in ("logger", "run_name", "output_dir", "experiment_name"):
             cfg.pop(key, None)
+        cfg.get("train", {}).pop("teacher_cache", None)  # the same numbers with the live teacher or its cache
         payload = {"config": cfg, "decoding": self.decoding, "splits": self.splits, "row": point.row,
                    "seed": point.seed, "lr": point.lr}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -242,6 +259,7 @@ class Sweep:
         train = self.base.train
         return {"steps": int(train.max_steps), "batch_size": int(train.batch_size), "precision": self.precision,
                 "decoding": self.decoding, "splits": list(self.splits), "overrides": self.common,
+                "teacher_cache": self.base.train.teacher_cache,
                 "threads": torch.get_num_threads()}
 
 

@@ -13,6 +13,10 @@ Overrides apply in this order: the row's, then --tiny's, then the user's (last w
 ``$CSD_LAUNCH -m csd.train`` (default: this python; e.g. CSD_LAUNCH="accelerate launch --config_file
 configs/accelerate/zero3_bf16_4gpu.yaml", the table's launch hint) then ``python -m csd.evaluate``; the collected
 table (scripts/collect_results.py, paper column from data/paper_results.yaml) is printed at the end.
+Off-policy distillation rows read the teacher from its cache (train.teacher_cache=auto, csd/teacher_cache.py; a row or
+the user may set train.teacher_cache=null): before the rows, ``python -m csd.teacher_cache`` runs once per cache the
+rows to train need (same teacher, data, lengths, precision, head), and every row reads it; a complete cache is only
+checked. A row finished with the live teacher counts as finished with the cache (the same numbers).
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from csd.inputs import one_line_errors
 
 REPO_ROOT = CONFIG_DIR.parent
 TABLES_DIR = CONFIG_DIR / "tables"
+TEACHER_CACHE = "auto"  # off-policy rows read the teacher from one cache per (teacher, data): README "Teacher cache"
 EPILOG = """Anything else is a Hydra override added to every run (e.g. optim.lr=3e-5 output_root=/scratch);
 eval.<key>=<value> goes to csd.evaluate (eval.seeds=[10]). Environment: CSD_LAUNCH (default: this python) prefixes
 "-m csd.train" in real runs; HF_HUB_OFFLINE defaults to 1."""
@@ -128,7 +133,31 @@ def ensure_tiny_models(root: Path) -> None:
 
 
 def train_overrides(run: Run, table: str, user: list[str], tiny: list[str] | None) -> list[str]:
-    return [*run.overrides, f"experiment_name={table}", f"run_name={run.row}", *(tiny or []), *user]
+    """The row's csd.train overrides: train.teacher_cache=auto first (off-policy rows read one teacher cache; a row or
+    the user may set train.teacher_cache=null), then the row's, the table's, --tiny's and the user's."""
+    return row_config(run, table, user, tiny)[0]
+
+
+def row_config(run: Run, table: str, user: list[str], tiny: list[str] | None):
+    """(overrides, composed config) of a row's training run."""
+    from csd.teacher_cache import compose_reading_cache  # torch: not imported for --help
+
+    return compose_reading_cache([*run.overrides, f"experiment_name={table}", f"run_name={run.row}", *(tiny or []),
+                                  *user], TEACHER_CACHE)
+
+
+def cache_builds(runs: list[Run], table: str, user: list[str], tiny: list[str] | None,
+                 force: bool) -> list[tuple[list[str], object, list[str]]]:
+    """(overrides, config, rows) per teacher cache the rows to train read: built once before them (python -m
+    csd.teacher_cache with the first such row's overrides; a complete cache is only checked)."""
+    from csd.teacher_cache import cache_key, reads_cache
+
+    groups: dict[str, tuple[list[str], object, list[str]]] = {}
+    for r in runs:
+        overrides, cfg = row_config(r, table, user, tiny)
+        if reads_cache(cfg) and (force or not finished(cfg)):
+            groups.setdefault(cache_key(cfg), (overrides, cfg, []))[2].append(r.row)
+    return list(groups.values())
 
 
 def output_root_of(user: list[str], default: str = "outputs") -> str:
@@ -137,10 +166,16 @@ def output_root_of(user: list[str], default: str = "outputs") -> str:
 
 
 def finished(cfg) -> bool:
-    """The run's training completed with exactly this config (metrics.json is written at the very end)."""
+    """The run's training completed with exactly this config (metrics.json is written at the very end), whether
+    its teacher was live or read from a cache (the same numbers)."""
     output_dir = Path(cfg.output_dir)
-    return (output_dir / "metrics.json").exists() and (output_dir / "config.yaml").exists() and \
-        (output_dir / "config.yaml").read_text() == resolved_yaml(cfg)
+    if not ((output_dir / "metrics.json").exists() and (output_dir / "config.yaml").exists()):
+        return False
+    saved, current = OmegaConf.load(output_dir / "config.yaml"), OmegaConf.create(resolved_yaml(cfg))
+    for config in (saved, current):
+        if "train" in config:
+            config.train.pop("teacher_cache", None)
+    return OmegaConf.to_container(saved) == OmegaConf.to_container(current)
 
 
 def evaluated(output_dir: Path) -> bool:
@@ -169,10 +204,14 @@ def dry_run(runs: list[Run], table: str, user: list[str], tiny: list[str] | None
 def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str], tiny_data: Path,
                    eval_user: list[str], force: bool = False) -> None:
     from csd.evaluate import run_evaluation
+    from csd.teacher_cache import build_for as build_cache
     from csd.train import run as train
 
+    for overrides, cfg, rows in cache_builds(runs, table, user, tiny, force):
+        print(f"== {table}: the teacher cache of rows {', '.join(rows)}", flush=True)
+        build_cache(cfg)
     for r in runs:
-        cfg = compose(train_overrides(r, table, user, tiny))
+        cfg = row_config(r, table, user, tiny)[1]
         skip = not force and finished(cfg)
         print(f"== {table}/{r.row}: " + ("finished with this config, not trained again" if skip else "training"), flush=True)
         if not skip:
@@ -195,9 +234,12 @@ def run_command(command: list[str]) -> None:
 
 def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str], force: bool = False) -> None:
     launch = shlex.split(os.environ.get("CSD_LAUNCH", "")) or [sys.executable]
+    for overrides, _, rows in cache_builds(runs, table, user, None, force):
+        print(f"== {table}: the teacher cache of rows {', '.join(rows)}: {' '.join(launch)} -m csd.teacher_cache "
+              f"{' '.join(overrides)}", flush=True)
+        run_command([*launch, "-m", "csd.teacher_cache", *overrides])
     for r in runs:
-        overrides = train_overrides(r, table, user, None)
-        cfg = compose(overrides)
+        overrides, cfg = row_config(r, table, user, None)
         skip = not force and finished(cfg)
         if skip:
             print(f"== {table}/{r.row}: finished with this config, not trained again", flush=True)

@@ -12,6 +12,9 @@ Variants (each in its own subprocess, so peaks do not mix):
   bf16_plain_ce   as bf16, with the CE of before (the float32 copy is a real copy of bf16 logits)
   bf16_mix, bf16_mix_plain_ce   bf16 with train.kd_ratio=0.5: the CE has a gradient (ours / before)
   bf16_fused      bf16 autocast, fused head
+  bf16_cache, bf16_fused_cache   as bf16 / bf16_fused, the teacher read from its cache (train.teacher_cache): the cache
+                  is built first by `python -m csd.teacher_cache` (timed: the one-off cost) in <scratch>/teacher_cache
+    python scripts/bench_train.py --variants bf16 bf16_cache --out docs/bench/teacher_cache   # the issue-22 report
 Per variant: `--warmup` steps, then the peak resident memory (VmHWM, reset through /proc/self/clear_refs; CUDA's
 allocator peak on GPU) above the memory before the measured steps, and target tokens per second over `--steps`.
 Writes docs/bench/bench_train.{md,json} (or --out).
@@ -41,7 +44,45 @@ VARIANTS = {
     "bf16_mix_plain_ce": ("bf16, train.kd_ratio=0.5, CE on a float32 copy of the logits (before)",
                           ["train.mixed_precision=bf16", "train.kd_ratio=0.5"]),
     "bf16_fused": ("bf16 autocast, fused head", ["train.mixed_precision=bf16", "train.head=fused"]),
+    "bf16_cache": ("bf16 autocast, logits path, teacher from its cache", ["train.mixed_precision=bf16"]),
+    "bf16_fused_cache": ("bf16 autocast, fused head, teacher from its cache",
+                         ["train.mixed_precision=bf16", "train.head=fused"]),
 }
+
+
+def pair_overrides(args) -> list[str]:
+    if args.tiny:
+        return tiny_pair_overrides(args.scratch)
+    return ["experiment=quickstart", f"train.max_length={args.max_length}"]
+
+
+def cache_overrides(variant: str, args) -> list[str]:
+    return [f"train.teacher_cache={args.scratch / 'teacher_cache' / variant}"] if variant.endswith("_cache") else []
+
+
+def build_cache(variant: str, args) -> dict:
+    """The one-off cost: `python -m csd.teacher_cache` for this variant's settings, timed, in its own process."""
+    import tempfile
+
+    folder = args.scratch / "teacher_cache" / variant
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    command = [sys.executable, "-m", "csd.teacher_cache", *pair_overrides(args), *VARIANTS[variant][1],
+               *cache_overrides(variant, args), f"train.batch_size={args.batch_size}", f"output_root={args.scratch}"]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=errors, text=True,
+                                 env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)})
+        # this child's own rusage (RUSAGE_CHILDREN would be the largest of every worker run so far)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        if child.returncode != 0:
+            errors.seek(0)
+            raise SystemExit(f"bench_train: building the cache failed:\n{errors.read()[-3000:]}")
+    return {"variant": variant, "build_s": seconds, "disk_mib": sum(f.stat().st_size for f in folder.iterdir()) / 2**20,
+            "build_peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 def plain_cross_entropy(logits, targets, reduction="mean", chunk_size=None, weights=None):
@@ -62,14 +103,11 @@ def worker(variant: str, args) -> dict:
     from csd.config import compose
 
     torch.manual_seed(0)
-    overrides = list(VARIANTS[variant][1]) + [
+    overrides = list(VARIANTS[variant][1]) + cache_overrides(variant, args) + [
         f"train.batch_size={args.batch_size}", f"train.max_steps={args.warmup + args.steps}",
         "train.eval_every=null", "train.save_every=null", "train.save_final_model=false", "logger=none",
         f"output_root={args.scratch}", f"run_name=bench_{variant}"]
-    if args.tiny:
-        overrides = [*tiny_pair_overrides(args.scratch), *overrides]
-    else:
-        overrides = ["experiment=quickstart", f"train.max_length={args.max_length}", *overrides]
+    overrides = [*pair_overrides(args), *overrides]
     if variant.endswith("_plain_ce"):
         csd.step.chunked_cross_entropy = plain_cross_entropy
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,7 +132,8 @@ def worker(variant: str, args) -> dict:
     csd.step.train_step = timed_step
     summary = csd.train.run(compose(overrides))
     return {"variant": variant, "description": VARIANTS[variant][0],
-            "tokens_per_s": measured["tokens"] / measured["seconds"],
+            "tokens_per_s": measured["tokens"] / measured["seconds"], "seconds_per_step": measured["seconds"] / args.steps,
+            "peak_rss_mib": measured["peak"] / 2**20,
             "peak_extra_mib": (measured["peak"] - measured["base"]) / 2**20,
             "train_kd_last": summary["history"][-1].get("train/kd"), "steps_measured": args.steps}
 
@@ -110,7 +149,7 @@ def tiny_pair_overrides(scratch: Path) -> list[str]:
             "train.max_length=96", "train.max_prompt_length=48"]
 
 
-def write_report(rows: list[dict], args, command: str) -> None:
+def write_report(rows: list[dict], args, command: str, builds: list[dict] = ()) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     reference = {r["variant"]: r for r in rows}
@@ -120,17 +159,26 @@ def write_report(rows: list[dict], args, command: str) -> None:
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads visible, "
              f"torch threads {args.threads}; pair: {'tiny' if args.tiny else 'quickstart (SmolLM2-135M teacher, 8-layer student)'}, "
              f"batch {args.batch_size}, max_length {args.max_length}, {args.warmup} warm-up + {args.steps} measured steps.", "",
-             "| variant | what | tokens/s | peak extra memory (MiB) | time vs fp32 | memory vs fp32 |",
-             "|---|---|---|---|---|---|"]
+             "| variant | what | tokens/s | s/step | peak RSS (MiB) | peak extra memory (MiB) | time vs fp32 | memory vs fp32 |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         speed = f"{base['tokens_per_s'] / row['tokens_per_s']:.2f}x" if base else ""
         memory = f"{row['peak_extra_mib'] / base['peak_extra_mib']:.2f}x" if base and base["peak_extra_mib"] > 0 else ""
         lines.append(f"| {row['variant']} | {row['description']} | {row['tokens_per_s']:.0f} | "
+                     f"{row.get('seconds_per_step', float('nan')):.2f} | {row.get('peak_rss_mib', float('nan')):.0f} | "
                      f"{row['peak_extra_mib']:.0f} | {speed} | {memory} |")
+    for built in builds:
+        live = reference.get(built["variant"].removesuffix("_cache"))
+        ratio = f"; its step takes {reference[built['variant']]['seconds_per_step'] / live['seconds_per_step']:.2f}x " \
+                f"the live teacher's, peak RSS {reference[built['variant']]['peak_rss_mib'] / live['peak_rss_mib']:.2f}x" \
+            if live and built["variant"] in reference else ""
+        lines += ["", f"Cache for {built['variant']}: built once in {built['build_s']:.0f} s (`python -m csd.teacher_cache`, "
+                  f"process peak RSS {built['build_peak_rss_mib']:.0f} MiB), {built['disk_mib']:.1f} MiB on disk{ratio}."]
     lines += ["", "Peak extra memory: resident-set high-water mark during the measured steps above the resident set "
-              "before them (model, optimizer state and data are already allocated)."]
+              "before them (model, optimizer state and data are already allocated); peak RSS: the high-water mark of "
+              "the whole process during the measured steps; s/step: mean seconds per measured optimizer step."]
     (out / "bench_train.md").write_text("\n".join(lines) + "\n")
-    (out / "bench_train.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+    (out / "bench_train.json").write_text(json.dumps({"command": command, "rows": rows, "cache_builds": list(builds)}, indent=1))
     print("\n".join(lines))
 
 
@@ -154,8 +202,11 @@ def main(argv=None) -> None:
         print("RESULT " + json.dumps(worker(args.worker, args)))
         return
     command = "python scripts/bench_train.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    rows = []
+    rows, builds = [], []
     for variant in args.variants:
+        if variant.endswith("_cache"):
+            builds.append(build_cache(variant, args))
+            print(f"{variant}: cache built in {builds[-1]['build_s']:.0f} s, {builds[-1]['disk_mib']:.1f} MiB", flush=True)
         child = [sys.executable, __file__, "--worker", variant, *(sys.argv[1:] if argv is None else argv)]
         # Allocations over 1 MiB are mmap'd and returned on free (no glibc heap reuse), so the resident-set peak is
         # the peak of live memory rather than of what the allocator kept from earlier steps.
@@ -166,7 +217,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"bench_train: variant {variant} failed:\n{result.stderr[-3000:]}")
         rows.append(json.loads(found[-1][len("RESULT "):]))
         print(f"{variant}: {rows[-1]['tokens_per_s']:.0f} tokens/s, {rows[-1]['peak_extra_mib']:.0f} MiB extra", flush=True)
-    write_report(rows, args, command)
+    write_report(rows, args, command, builds)
 
 
 if __name__ == "__main__":

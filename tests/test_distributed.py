@@ -221,3 +221,20 @@ def test_zero3_lora_student_samples_on_policy_and_saves_an_adapter(tiny_pair, tm
     model = PeftModel.from_pretrained(base, str(run_dir / "final"))
     loaded = {n: p for n, p in model.named_parameters() if "lora_B" in n}
     assert len(loaded) == len(lora_b)
+
+
+def test_zero3_from_the_teacher_cache_equals_one_live_process(tiny_pair, tmp_path, references):
+    """The cache built in one process, read under ZeRO-3 by 2 processes (each its own micro-batches' rows, the
+    teacher's body never loaded): the update and the validation losses of one process with the live teacher."""
+    from csd.config import compose
+    from csd.teacher_cache import build_for
+
+    folder = tmp_path / "cache"
+    build_for(compose([*common_overrides(tiny_pair, tmp_path / "build"), f"train.teacher_cache={folder}"]))
+    run_dir = launch("zero3_bf16_4gpu.yaml", tiny_pair, tmp_path, f"train.eval_every={STEPS}",
+                     f"train.teacher_cache={folder}")
+    check_against_single(run_dir, references)
+    [multi], [single] = metrics(run_dir)["evaluations"], metrics(references["single"])["evaluations"]
+    for key in ("val/kd", "val/ce"):
+        assert multi[key] == pytest.approx(single[key], rel=1e-5)
+    assert "complete, reading it" in (run_dir / "train.log").read_text()

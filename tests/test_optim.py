@@ -8,13 +8,14 @@ as csd/step.py does), against the schedules written out by hand, with the Table 
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from csd.config import compose
-from csd.optim import build_optimizer, build_scheduler
+from csd.optim import build_optimizer, build_scheduler, param_groups
 from csd.train import run
 
 TOTAL = 20
@@ -94,3 +95,26 @@ def test_adamw_takes_betas_eps_and_lr_from_the_config():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
     groups = build_optimizer(model, optim).param_groups
     assert [(g["betas"], g["eps"], g["lr"]) for g in groups] == [((0.8, 0.95), 1e-6, 3e-4)] * 2
+
+
+def test_the_fused_adamw_makes_the_per_tensor_update():
+    """build_optimizer picks torch's fused AdamW on CPU; 5 steps with weight decay on one group give the weights of the
+    plain per-tensor loop (foreach=False, fused=False)."""
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    cfg = OmegaConf.create({"weight_decay": 0.1, "lr": 1e-2, "betas": [0.9, 0.95], "eps": 1e-8})
+    fused = build_optimizer(model, cfg)
+    assert fused.defaults["fused"]
+    plain = torch.optim.AdamW(param_groups(reference, 0.1), lr=1e-2, betas=(0.9, 0.95), eps=1e-8, foreach=False)
+    for step in range(5):
+        inputs = torch.randn(4, 6, generator=torch.Generator().manual_seed(step))
+        for net, optimizer in ((model, fused), (reference, plain)):
+            optimizer.zero_grad()
+            net(inputs).square().sum().backward()
+            optimizer.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert min(float((a - b).detach().abs().max()) for a, b in zip(model.parameters(), initial.parameters())) > 1e-3

@@ -236,3 +236,42 @@ def test_the_lr_choice_reads_the_validation_split_never_the_test_split(tmp_path,
     assert selection["validation"] == {"0.001": -1e-3, "0.0001": -1e-4, "0.01": -1e-2}
     with pytest.raises(ValueError, match="validation"):
         Sweep(splits=("test",), models=PairModels(None, None, None)).select_lr("fkl", (), [1e-4], seed=10)
+
+
+def test_runs_share_one_teacher_cache_and_equal_the_live_teacher(tmp_path, tiny_data, monkeypatch):
+    """Two objectives x one seed from the cache (the sweep's default): one build from the teacher in memory, the
+    trainer without the teacher's body, the same students (float32) as with the live teacher."""
+    import csd.distiller
+    import csd.teacher_cache
+
+    builds, teachers = [], []
+    real_build, real_train = csd.teacher_cache.build, csd.distiller.Distiller.train
+    monkeypatch.setattr(csd.teacher_cache, "build", lambda folder, *a, **k: builds.append(folder) or
+                        real_build(folder, *a, **k))
+
+    def train(self):
+        teachers.append((self.models.teacher, self.models.teacher_head is not None))
+        return real_train(self)
+    monkeypatch.setattr(csd.distiller.Distiller, "train", train)
+    rows = {"fkl": ("loss=fkl",), "csd": ("loss=csd",)}
+    cached = mini_table1.run_rows(tiny_sweep(tmp_path / "cache", tiny_data), rows, [10], [], reference_seeds=0)
+    assert len(builds) == 1 and builds[0].parent == tmp_path / "cache" / "teacher_cache"
+    assert teachers == [(None, True)] * 2  # each run: the teacher's head only
+    teachers.clear()
+    live_sweep = tiny_sweep(tmp_path / "live", tiny_data)
+    live_sweep.common.append("train.teacher_cache=null")
+    live = mini_table1.run_rows(live_sweep, rows, [10], [], reference_seeds=0)
+    assert len(builds) == 1 and [held is not None for held, _ in teachers] == [True, True]
+    for with_cache, with_teacher in zip(cached["records"], live["records"]):
+        assert with_cache["row"] == with_teacher["row"]
+        for split in ("validation", "test"):
+            assert with_cache["splits"][split]["nll"] == pytest.approx(with_teacher["splits"][split]["nll"], abs=1e-5)
+    # the same point whichever way the teacher is read: a finished run is not trained again for the cache
+    assert live_sweep.fingerprint(Point("fkl", 10, ("loss=fkl",), 2e-4)) == \
+        tiny_sweep(tmp_path / "live", tiny_data).fingerprint(Point("fkl", 10, ("loss=fkl",), 2e-4))
+
+
+def test_on_policy_points_of_a_cached_sweep_run_the_live_teacher(tmp_path, tiny_data):
+    sweep = tiny_sweep(tmp_path, tiny_data)
+    assert sweep.config(Point("fkl", 10, ("loss=fkl",), 1e-4)).train.teacher_cache == "auto"
+    assert sweep.config(Point("gkd", 10, ("loss=fkl", "batches=gkd"), 1e-4)).train.teacher_cache is None

@@ -107,3 +107,28 @@ def test_a_stopped_run_is_not_finished(table, tmp_path):
     table(rows)
     (tmp_path / "t" / "a" / "metrics.json").unlink()
     assert table(rows)["train"] == ["a"]
+
+
+def test_off_policy_rows_read_one_teacher_cache_built_before_them(table, tmp_path, monkeypatch):
+    import csd.distiller
+    import csd.teacher_cache
+
+    builds, heads = [], []
+    real_build, real_train = csd.teacher_cache.build, csd.distiller.Distiller.train
+    monkeypatch.setattr(csd.teacher_cache, "build", lambda folder, *a, **k: builds.append(folder) or
+                        real_build(folder, *a, **k))
+
+    def train(self):
+        heads.append((self.cfg.run_name, self.models.teacher is None and self.models.teacher_head is not None))
+        return real_train(self)
+    monkeypatch.setattr(csd.distiller.Distiller, "train", train)
+    rows = [{"name": "a", "overrides": ["loss=csd"]}, {"name": "b", "overrides": ["loss=fkl"]},
+            {"name": "sft", "overrides": ["loss=sft", "train.kd_ratio=0.0"]}]
+    assert table(rows)["train"] == ["a", "b", "sft"]
+    assert len(builds) == 1 and builds[0].parent == tmp_path / "teacher_cache"  # one build, before the rows
+    assert heads == [("a", True), ("b", True), ("sft", False)]  # the distilling rows: the teacher's head only
+    assert table(rows)["train"] == [] and len(builds) == 1  # finished: nothing built or trained again
+    # an on-policy row runs the live teacher; a row finished with the live teacher counts as finished
+    on_policy = tables.Run("g", [], ["loss=fkl", "batches=gkd"])
+    assert tables.row_config(on_policy, "t", [], None)[1].train.teacher_cache is None
+    assert table(rows, "train.teacher_cache=null")["train"] == []

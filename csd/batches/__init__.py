@@ -38,8 +38,9 @@ def build_sampler(cfg: DictConfig, train_set, tokenizer, accelerator) -> Student
                           prompt_format=cfg.data.get("prompt_format") or "minillm")
 
 
-def build_batch_source(cfg: DictConfig, references, tokenizer, accelerator):
-    """The micro-batch source that ``cfg.batches.name`` asks for; ``references`` is the off-policy one."""
+def build_batch_source(cfg: DictConfig, references, tokenizer, accelerator, student_set=None):
+    """The micro-batch source that ``cfg.batches.name`` asks for; ``references`` is the off-policy one; ``student_set``
+    the encoded student responses of chat pairs when already built (else built here)."""
     name = cfg.batches.name
     if name == "reference":
         return references
@@ -52,8 +53,9 @@ def build_batch_source(cfg: DictConfig, references, tokenizer, accelerator):
                               cfg.batches.student_ratio, cfg.train.seed)
     from csd.data import build_dataset  # chat_pairs
 
-    student_set = build_dataset(cfg.data, "train", tokenizer, cfg.train.max_length, cfg.train.max_prompt_length,
-                                response_key="student_response")
+    if student_set is None:
+        student_set = build_dataset(cfg.data, "train", tokenizer, cfg.train.max_length, cfg.train.max_prompt_length,
+                                    response_key="student_response")
     return ChatPairBatches(references, student_set)
 
 

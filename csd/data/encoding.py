@@ -155,7 +155,8 @@ def pad_token_id_of(tokenizer) -> int:
 
 
 class TrainCollator:
-    """Encoded examples -> right-padded LongTensors input_ids, attention_mask, labels (B, T)."""
+    """Encoded examples -> right-padded LongTensors input_ids, attention_mask, labels (B, T); examples that carry
+    ``teacher_hidden`` (csd/teacher_cache.py) also -> their concatenation (target positions, H)."""
 
     def __init__(self, pad_token_id: int, max_length: int | None = None):
         self.pad_token_id, self.max_length = pad_token_id, max_length
@@ -171,7 +172,10 @@ class TrainCollator:
             input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, :len(ids)] = 1
             labels[row, :len(labs)] = torch.tensor(labs, dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        collated = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if batch and "teacher_hidden" in batch[0]:  # examples read through a teacher cache: their rows in row order
+            collated["teacher_hidden"] = torch.cat([ex["teacher_hidden"] for ex in batch])
+        return collated
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
