@@ -106,10 +106,12 @@ def test_table2_table4_table5_dry_runs():
 
 
 def test_dry_run_matches_hydra_cfg_job():
-    """Our in-process composition prints what `python -m csd.train ... --cfg job --resolve` would run."""
+    """Our in-process composition prints what `python -m csd.train ... --cfg job --resolve` would run (an off-policy
+    row reads the table's one teacher cache: csd.tables adds train.teacher_cache=auto)."""
     ours = dry_run("table1_instruction_following.sh", "--only", "rkl")[0]
     hydra = subprocess.run([sys.executable, "-m", "csd.train", "experiment=table1", "loss=rkl", "experiment_name=table1",
-                            "run_name=rkl", "--cfg", "job", "--resolve"], cwd=REPO, capture_output=True, text=True,
+                            "run_name=rkl", "train.teacher_cache=auto", "--cfg", "job", "--resolve"], cwd=REPO,
+                           capture_output=True, text=True,
                            env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=120)
     assert hydra.returncode == 0, hydra.stderr[-2000:]
     assert ours == yaml.safe_load(hydra.stdout)
