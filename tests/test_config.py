@@ -49,18 +49,28 @@ def test_best_metrics_are_the_metrics_validation_reports(train_config):
 
 @pytest.mark.parametrize("metric", sorted(DIRECTION))
 def test_keep_if_best_keeps_the_best_evaluation_in_the_metric_direction(metric):
-    """Evaluations 3, 1, 5, 2: best/ is written at evaluations 1 and 2 for a loss (ends at 1), 1 and 3 for a score (5)."""
+    """Evaluations 3, 1, 5, 2, 1, 5: best/ is written at evaluations 1 and 2 for a loss (ends at 1), 1 and 3 for a
+    score (5); a tie with the best so far does not replace it."""
     from csd.distiller import Distiller, TrainState
 
     distiller = Distiller.__new__(Distiller)  # keep_if_best needs only the config and the state
     distiller.cfg, distiller.state = OmegaConf.create({"train": {"best_metric": metric}}), TrainState()
     saved = []
     distiller.save = lambda kind: saved.append((kind, evaluation))
-    for evaluation, value in enumerate([3.0, 1.0, 5.0, 2.0], start=1):
+    for evaluation, value in enumerate([3.0, 1.0, 5.0, 2.0, 1.0, 5.0], start=1):  # 5, 6: ties keep the earlier best/
         distiller.keep_if_best({name: (value if name == metric else -value) for name in DIRECTION})
     expected = (1.0, [1, 2]) if DIRECTION[metric] == "lower" else (5.0, [1, 3])
     assert (distiller.state.best_value, [e for _, e in saved]) == expected
     assert {kind for kind, _ in saved} == {"best"}
+
+
+@pytest.mark.parametrize("every, step, end_of_epoch, due", [
+    (None, 4, True, False), ("epoch", 4, False, False), ("epoch", 3, True, True), (2, 4, False, True), (2, 3, True, False)])
+def test_evaluation_and_checkpoint_steps(every, step, end_of_epoch, due):
+    """train.eval_every / save_every: null never, 'epoch' at each epoch's end, N at multiples of N."""
+    from csd.distiller import is_due
+
+    assert is_due(every, step, end_of_epoch) is due
 
 
 def test_unknown_best_metric_is_refused_in_one_line():
