@@ -113,6 +113,17 @@ def end_process_group(finished: bool) -> None:
     dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def process_group_left_at_exit():
+    """Around an entry point's work: end_process_group on every path, with the barrier only when the work finished."""
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        end_process_group(finished)
+
+
 def requested_zero_stage() -> int:
     """The ZeRO stage the launch file asks for (0 without DeepSpeed), readable before the accelerator exists."""
     if not deepspeed_requested():

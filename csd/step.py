@@ -71,12 +71,12 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
     gradient buffer only when its weight is non-zero."""
     targets = shift_labels(batch["labels"])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    cached = batch.get("teacher_hidden")  # the teacher's head inputs at the target positions (csd/teacher_cache.py)
-    if cached is not None and cached.shape[0] != int((targets != IGNORE_INDEX).sum()):
-        raise RuntimeError(f"the teacher cache gave {cached.shape[0]} rows for a batch with "
-                           f"{int((targets != IGNORE_INDEX).sum())} target positions")
-    kd_ratio = cfg.train.kd_ratio if objective is not None else 0.0
     sums = {"tokens": (targets != IGNORE_INDEX).sum()}
+    cached = batch.get("teacher_hidden")  # the teacher's head inputs at the target positions (csd/teacher_cache.py)
+    if cached is not None and cached.shape[0] != int(sums["tokens"]):
+        raise RuntimeError(f"the teacher cache gave {cached.shape[0]} rows for a batch with {int(sums['tokens'])} "
+                           "target positions")
+    kd_ratio = cfg.train.kd_ratio if objective is not None else 0.0
     if cfg.train.head == "fused" and objective is not None:
         unwrapped = accelerator.unwrap_model(student)
         hidden = hidden_states_before_head(student, unwrapped, inputs).flatten(0, 1)

@@ -132,29 +132,25 @@ def ensure_tiny_models(root: Path) -> None:
             save_tiny_checkpoint(root / "tiny_models" / name, arch="llama", layers=layers, hidden=hidden, seed=seed)
 
 
-def train_overrides(run: Run, table: str, user: list[str], tiny: list[str] | None) -> list[str]:
-    """The row's csd.train overrides: train.teacher_cache=auto first (off-policy rows read one teacher cache; a row or
-    the user may set train.teacher_cache=null), then the row's, the table's, --tiny's and the user's."""
-    return row_config(run, table, user, tiny)[0]
-
-
 def row_config(run: Run, table: str, user: list[str], tiny: list[str] | None):
-    """(overrides, composed config) of a row's training run."""
+    """(overrides, composed config) of a row's training run. The overrides: train.teacher_cache=auto first (off-policy
+    rows read one teacher cache; a row or the user may set train.teacher_cache=null), then the row's, the table's,
+    --tiny's and the user's."""
     from csd.teacher_cache import compose_reading_cache  # torch: not imported for --help
 
     return compose_reading_cache([*run.overrides, f"experiment_name={table}", f"run_name={run.row}", *(tiny or []),
                                   *user], TEACHER_CACHE)
 
 
-def cache_builds(runs: list[Run], table: str, user: list[str], tiny: list[str] | None,
+def cache_builds(configured: list[tuple[Run, list[str], object]],
                  force: bool) -> list[tuple[list[str], object, list[str]]]:
-    """(overrides, config, rows) per teacher cache the rows to train read: built once before them (python -m
-    csd.teacher_cache with the first such row's overrides; a complete cache is only checked)."""
+    """(overrides, config, rows) per teacher cache the rows to train read (``configured``: (row, overrides, config)
+    from row_config): built once before them (python -m csd.teacher_cache with the first such row's overrides; a
+    complete cache is only checked)."""
     from csd.teacher_cache import cache_key, reads_cache
 
     groups: dict[str, tuple[list[str], object, list[str]]] = {}
-    for r in runs:
-        overrides, cfg = row_config(r, table, user, tiny)
+    for r, overrides, cfg in configured:
         if reads_cache(cfg) and (force or not finished(cfg)):
             groups.setdefault(cache_key(cfg), (overrides, cfg, []))[2].append(r.row)
     return list(groups.values())
@@ -197,7 +193,7 @@ def eval_overrides(run: Run, output_dir: Path, eval_sets: list[str], student_cfg
 
 
 def dry_run(runs: list[Run], table: str, user: list[str], tiny: list[str] | None) -> None:
-    documents = [OmegaConf.to_yaml(compose(train_overrides(r, table, user, tiny)), resolve=True) for r in runs]
+    documents = [OmegaConf.to_yaml(row_config(r, table, user, tiny)[1], resolve=True) for r in runs]
     sys.stdout.write("---\n".join(documents))
 
 
@@ -207,11 +203,11 @@ def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str]
     from csd.teacher_cache import build_for as build_cache
     from csd.train import run as train
 
-    for overrides, cfg, rows in cache_builds(runs, table, user, tiny, force):
+    configured = [(r, *row_config(r, table, user, tiny)) for r in runs]
+    for overrides, cfg, rows in cache_builds(configured, force):
         print(f"== {table}: the teacher cache of rows {', '.join(rows)}", flush=True)
         build_cache(cfg)
-    for r in runs:
-        cfg = row_config(r, table, user, tiny)[1]
+    for r, _, cfg in configured:
         skip = not force and finished(cfg)
         print(f"== {table}/{r.row}: " + ("finished with this config, not trained again" if skip else "training"), flush=True)
         if not skip:
@@ -234,12 +230,12 @@ def run_command(command: list[str]) -> None:
 
 def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str], force: bool = False) -> None:
     launch = shlex.split(os.environ.get("CSD_LAUNCH", "")) or [sys.executable]
-    for overrides, _, rows in cache_builds(runs, table, user, None, force):
+    configured = [(r, *row_config(r, table, user, None)) for r in runs]
+    for overrides, _, rows in cache_builds(configured, force):
         print(f"== {table}: the teacher cache of rows {', '.join(rows)}: {' '.join(launch)} -m csd.teacher_cache "
               f"{' '.join(overrides)}", flush=True)
         run_command([*launch, "-m", "csd.teacher_cache", *overrides])
-    for r in runs:
-        overrides, cfg = row_config(r, table, user, None)
+    for r, overrides, cfg in configured:
         skip = not force and finished(cfg)
         if skip:
             print(f"== {table}/{r.row}: finished with this config, not trained again", flush=True)
@@ -330,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         run_subprocesses(runs, name, user, eval_user, args.force)
     collected = scripts_module("collect_results").collect(root, tables=[name])
     print(collected.markdown)
-    logger = compose(train_overrides(runs[0], name, user, tiny)).logger if runs else None
+    logger = row_config(runs[0], name, user, tiny)[1].logger if runs else None
     if logger is not None and logger.name == "wandb":
         scripts_module("wandb_results").publish(collected, [name], root=root, project=logger.project,
                                                 entity=logger.entity, mode=logger.mode)

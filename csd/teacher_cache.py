@@ -298,9 +298,6 @@ def prepare(cfg: DictConfig, accelerator, tokenizer, splits: dict, load_teacher:
             collate) -> tuple[Path, dict]:
     """(the cache folder, the run's splits read through it), built first where it is missing or stale
     (``load_teacher()`` gives the teacher on the device; called only then)."""
-    if cfg.batches.name in ON_POLICY:
-        raise ValueError(f"train.teacher_cache holds the teacher on fixed sequences, but batches={cfg.batches.name} "
-                         "generates new ones every step; set train.teacher_cache=null")
     parts = fingerprint(cfg, tokenizer, splits, accelerator.mixed_precision)
     name = digest(parts)
     folder = folder_of(cfg, name)
@@ -413,18 +410,13 @@ def build_for(cfg: DictConfig) -> Path:
 if __name__ == "__main__":
     import hydra
 
-    from csd.distributed import end_process_group
+    from csd.distributed import process_group_left_at_exit
     from csd.inputs import check_overrides, one_line_errors
 
     @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
     def main(cfg: DictConfig) -> None:
-        finished = False
-        try:
-            with one_line_errors("csd.teacher_cache"):
-                build_for(cfg)
-            finished = True
-        finally:
-            end_process_group(finished)
+        with process_group_left_at_exit(), one_line_errors("csd.teacher_cache"):
+            build_for(cfg)
 
     check_overrides("csd.teacher_cache", "config")
     main()

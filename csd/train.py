@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from csd.distiller import Distiller
-from csd.distributed import end_process_group
+from csd.distributed import process_group_left_at_exit
 from csd.inputs import check_overrides, check_training_inputs, one_line_errors
 from csd.models import Models
 
@@ -28,13 +28,10 @@ def run(cfg: DictConfig, models: Optional[Models] = None) -> dict:
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
-    finished = False
-    try:
-        with one_line_errors("csd.train"):  # bad config or input: one line, no traceback
-            summary = run(cfg)
-        finished = True
-    finally:
-        end_process_group(finished)  # on every path: a process that exits with a live group can abort at exit
+    # on every path the process group is left (one still alive at exit can abort the process); bad config or input:
+    # one line, no traceback
+    with process_group_left_at_exit(), one_line_errors("csd.train"):
+        summary = run(cfg)
     value = summary.get("val", {}).get(cfg.train.best_metric)
     return None if value is None or math.isnan(value) else value
 
