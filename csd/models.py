@@ -164,12 +164,24 @@ class TeacherHead:
         return logits
 
 
-def head_of(model: nn.Module) -> TeacherHead:
-    """The output head of a loaded model, copied: the rest of the model can be freed."""
+def head_of(model: nn.Module, copy: bool = True) -> TeacherHead:
+    """The output head of a loaded model: copied (the rest of the model can be freed), or with ``copy=False`` the
+    model's own head parameter (its gradient flows; the logits at chosen positions, ``logits_at_rows``)."""
     config = base_causal_lm(model).config
+    weight = base_causal_lm(model).get_output_embeddings().weight
     # a copy: a view would keep alive the storage it shares with the rest (one mmap of the whole checkpoint file)
-    return TeacherHead(model.get_output_embeddings().weight.detach().clone(),
-                       getattr(config, "final_logit_softcapping", None))
+    return TeacherHead(weight.detach().clone() if copy else weight, getattr(config, "final_logit_softcapping", None))
+
+
+# Causal LMs whose logits are exactly softcap(lm_head(final hidden)) with a bias-free head (transformers' forward
+# adds nothing else): their logits can be computed at the target positions only. Others (a logit scale, a head
+# bias, a multiplier) get the whole model's logits, then the rows.
+PLAIN_HEADS = frozenset({"gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo2"})
+
+
+def plain_head(model: nn.Module) -> bool:
+    base = base_causal_lm(model)
+    return base.config.model_type in PLAIN_HEADS and getattr(base.get_output_embeddings(), "bias", None) is None
 
 
 def load_teacher_head(spec: Any) -> TeacherHead:

@@ -19,7 +19,7 @@ from csd.distributed import gathered_in_backward, gathered_under_zero3, rows_per
 from csd.losses import IGNORE_INDEX
 from csd.losses.cross_entropy import chunked_cross_entropy
 from csd.losses.fused import fused_linear_loss_with
-from csd.models import Models, TeacherHead, base_causal_lm, hidden_states_before_head
+from csd.models import Models, TeacherHead, base_causal_lm, head_of, hidden_states_before_head, plain_head
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -100,32 +100,42 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
                                           weights=flat_weights)
         sums["loss"] = gathered_in_backward(accelerator, loss, head)
         return sums
-    logits = student(**inputs, use_cache=False).logits
+    # The logits path: (N, V) logits at the N target positions only (no objective reads the others).
+    rows = targets != IGNORE_INDEX
+    row_targets = targets[rows].unsqueeze(0)
+    row_weights = None if weights is None else weights[rows].unsqueeze(0)
+    logits, head = logits_at_rows(student, accelerator.unwrap_model(student), inputs, rows, models.vocab, accelerator)
     with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio < 1.0):
-        ce = chunked_cross_entropy(logits, targets, reduction="sum", weights=weights)
+        ce = chunked_cross_entropy(logits, row_targets, reduction="sum", weights=row_weights)
     sums["ce"], sums["loss"] = ce.detach(), ce
     if objective is not None:
-        teacher_logits = cached_teacher_logits(models, cached, targets, accelerator) if cached is not None else None
-        if teacher_logits is None:
-            with torch.no_grad(), teacher_precision(accelerator, models.teacher):
-                teacher_logits = models.teacher(**inputs, use_cache=False).logits
-        vocab = models.vocab
-        if logits.shape[-1] != vocab or teacher_logits.shape[-1] != vocab:
-            logits, teacher_logits = logits[..., :vocab], teacher_logits[..., :vocab]
-        kd = objective(logits, teacher_logits, targets, reduction="sum", weights=weights)
+        with torch.no_grad(), teacher_precision(accelerator, models.teacher_head or models.teacher):
+            if cached is not None:
+                teacher_logits = models.teacher_head.logits(cached, models.vocab).unsqueeze(0)
+            else:
+                teacher_logits, _ = logits_at_rows(models.teacher, unwrap_teacher(models.teacher), inputs, rows,
+                                                   models.vocab, accelerator)
+        kd = objective(logits, teacher_logits, row_targets, reduction="sum", weights=row_weights)
         sums["kd"] = kd.detach()
         sums["loss"] = kd if kd_ratio >= 1.0 else (1.0 - kd_ratio) * ce + kd_ratio * kd
+    if head is not None:  # the head ran outside the model's forward: ZeRO-3 gathers it for the backward too
+        sums["loss"] = gathered_in_backward(accelerator, sums["loss"], head)
     return sums
 
 
-def cached_teacher_logits(models: Models, cached: torch.Tensor, targets: torch.Tensor, accelerator) -> torch.Tensor:
-    """(B, T, vocab) teacher logits from the cached hidden states, computed at the target positions only (zero
-    elsewhere: no objective reads them), in the dtype and precision the whole teacher's head would use."""
-    with torch.no_grad(), teacher_precision(accelerator, models.teacher_head):
-        rows = models.teacher_head.logits(cached, models.vocab)
-    logits = rows.new_zeros(*targets.shape, rows.shape[-1])
-    logits[targets != IGNORE_INDEX] = rows
-    return logits
+def logits_at_rows(model, unwrapped, inputs: dict, rows: torch.Tensor, vocab: Optional[int],
+                   accelerator) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(1, N, vocab) logits at the N positions where ``rows`` (B, T) is True, and the head weight when it ran
+    outside the model's forward (None when the whole model computed the logits). ``model`` is the forward to call
+    (DDP/DeepSpeed-wrapped or not), ``unwrapped`` the transformers model. A plain head (csd.models.PLAIN_HEADS)
+    runs at those positions only: on a short answer after a long prompt that is most of the head's FLOPs and of
+    the (B, T, V) logits' memory; any other head runs in the model's own forward, then the rows are taken."""
+    if not plain_head(unwrapped):
+        return model(**inputs, use_cache=False).logits[rows][..., :vocab].unsqueeze(0), None
+    hidden = hidden_states_before_head(model, unwrapped, inputs)[rows]
+    head = head_of(unwrapped, copy=False)
+    with gathered_under_zero3(accelerator, head.weight):  # ZeRO-3 shards the head: gather it
+        return head.logits(hidden, vocab).unsqueeze(0), head.weight
 
 
 def lm_cross_entropy_sum(student, batch: dict) -> torch.Tensor:

@@ -238,3 +238,27 @@ def test_zero3_from_the_teacher_cache_equals_one_live_process(tiny_pair, tmp_pat
     for key in ("val/kd", "val/ce"):
         assert multi[key] == pytest.approx(single[key], rel=1e-5)
     assert "complete, reading it" in (run_dir / "train.log").read_text()
+
+
+def test_zero3_cache_build_over_two_processes_equals_one_process(tiny_pair, tmp_path):
+    """`accelerate launch ... -m csd.teacher_cache`: each process writes its share of the shards of a ZeRO-3-sharded
+    teacher; the folder holds the same shards, rows and fingerprint as the one-process build."""
+    from safetensors.torch import load_file
+
+    from csd.config import compose
+    from csd.teacher_cache import build_for, read_manifest
+
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    build_for(compose([*common_overrides(tiny_pair, tmp_path / "a"), f"train.teacher_cache={single}"]))
+    command = launch_command("zero3_bf16_4gpu.yaml", *common_overrides(tiny_pair, tmp_path / "b"),
+                             f"train.teacher_cache={multi}", module="csd.teacher_cache")
+    result = subprocess.run(command, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "terminate called" not in result.stderr, result.stderr[-4000:]
+    assert read_manifest(multi)["fingerprint"] == read_manifest(single)["fingerprint"]
+    shards = sorted(path.name for path in single.glob("*.safetensors"))
+    assert len(shards) > 1 and shards == sorted(path.name for path in multi.glob("*.safetensors"))
+    for name in shards:
+        one, two = load_file(str(single / name)), load_file(str(multi / name))
+        assert one.keys() == two.keys()
+        for key in one:
+            torch.testing.assert_close(two[key], one[key], rtol=1e-6, atol=1e-7)
