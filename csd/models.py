@@ -11,6 +11,8 @@ A model node (``model.teacher`` / ``model.student`` in configs/model/*.yaml) has
     lora           optional {r, alpha, dropout, target_modules}: train LoRA adapters instead of all weights
     lora_path      optional saved LoRA adapter to keep training (loaded trainable; the Table 2 OpenLLaMA student)
     add_bos_token  optional true/false: override whether the tokenizer prepends BOS (saved with best/ and final/)
+    arch           optional model card id (configs/arch/) describing the architecture when name_or_path is a local
+                   checkpoint, e.g. gpt2-xl for an SFT'd GPT-2 XL: the meta-device set-up and --plan (csd/architectures.py)
 """
 from __future__ import annotations
 
