@@ -328,6 +328,18 @@ class Models:
     teacher_head: Optional[TeacherHead] = None  # instead of the teacher when training from a teacher cache
 
 
+def refuse_fused_head_if_softcapped(models: Models) -> None:
+    """train.head=fused computes hidden @ W.T only: a model that soft-caps its final logits (Gemma 2:
+    ``final_logit_softcapping``) transforms them afterwards, so the fused head would compare other numbers."""
+    softcaps = {"student": getattr(models.student.config, "final_logit_softcapping", None),
+                "teacher": models.teacher_head.softcap if models.teacher_head is not None else
+                getattr(getattr(models.teacher, "config", None), "final_logit_softcapping", None)}
+    capped = [name for name, softcap in softcaps.items() if softcap]
+    if capped:
+        raise ValueError(f"train.head=fused cannot reproduce the final logit soft-capping of the "
+                         f"{' and '.join(capped)}; use train.head=logits")
+
+
 def build_models(cfg, teacher_head_only: bool = False) -> Models:
     """The run's tokenizer, student and (when distilling) frozen teacher, with the shared vocabulary checked;
     ``teacher_head_only``: the teacher's head instead of the teacher (csd/teacher_cache.py holds its hidden states)."""
