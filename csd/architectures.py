@@ -17,13 +17,16 @@ import argparse
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from csd.config import CONFIG_DIR
 from csd.models import _get, derive_student
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 ARCH_DIR = CONFIG_DIR / "arch"
 
@@ -44,9 +47,21 @@ def known_archs() -> list[str]:
     return sorted(_read(path)["arch_id"] for path in ARCH_DIR.glob("*.json"))
 
 
+REQUIRED = ("arch_id", "model_card", "config_url", "read_from", "tokenizer_length", "config")
+
+
 @functools.lru_cache(maxsize=None)
 def _read(path: Path) -> dict:
-    return json.loads(path.read_text())
+    try:
+        entry = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    missing = [key for key in REQUIRED if key not in entry]
+    if "config" in entry and "model_type" not in entry["config"]:
+        missing.append("config.model_type")
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)}")
+    return entry
 
 
 def _entry(spec: Any) -> dict:
@@ -58,8 +73,8 @@ def _entry(spec: Any) -> dict:
     return _read(path)
 
 
-def arch_config(spec: Any):
-    """The node's transformers config (a PretrainedConfig), from its architecture file."""
+def arch_config(spec: Any) -> "PretrainedConfig":
+    """The node's transformers config, from its architecture file."""
     from transformers import AutoConfig
 
     fields = dict(_entry(spec)["config"])
@@ -100,7 +115,8 @@ def main(argv=None) -> None:
         prog="python -m csd.architectures",
         description="Print the paper's models as the project sets them up, built on the meta device from "
                     "configs/arch/ (no weights, no download): per node of each configs/model pair, the model card, "
-                    "parameters, trainable parameters (the student's; LoRA when the node has it; the teacher is frozen), head rows and len(tokenizer).")
+                    "parameters, trainable parameters (the student's, LoRA when the node has it; the teacher is "
+                    "frozen), head rows and len(tokenizer).")
     parser.add_argument("pairs", nargs="*", help="configs/model names (default: every pair whose nodes all have an "
                                                   "architecture file)")
     args = parser.parse_args(argv)
