@@ -33,7 +33,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_losses.py
 
-# The CPU fidelity-diversity sweep (about 1 h 45 min on 2 cores; run again to resume): docs/results/cpu_frontier.*
+# The CPU fidelity-diversity sweep and mini Table 1 (229 min of runs on 2 cores as recorded; run again to resume):
+# docs/results/cpu_frontier.*, docs/results/mini_table1.*
 frontier: $(STAMP)
 	$(PY) scripts/cpu_frontier.py
 	$(PY) scripts/mini_table1.py
