@@ -67,8 +67,8 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
     sums ``kd`` and ``ce`` for logging, and the number of target ``tokens``; each token's loss times its
     ``weights`` entry when given (a per-sequence mean).
 
-    No float32 copy of the (B, T, V) logits is made: CE and the objective run chunk by chunk, and CE keeps a
-    gradient buffer only when its weight is non-zero."""
+    The logits are the (1, N, V) block of the N target positions (``logits_at_rows``); no float32 copy of them is
+    made: CE and the objective run chunk by chunk, and CE keeps a gradient buffer only when its weight is non-zero."""
     targets = shift_labels(batch["labels"])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     sums = {"tokens": (targets != IGNORE_INDEX).sum()}
