@@ -88,10 +88,11 @@ def row_launch(launch_file: Optional[str], user_launch: Optional[str]) -> tuple[
 @dataclasses.dataclass
 class Job:
     name: str                 # the row, or "teacher cache (rows ...)"
-    command: list[str]
+    command: list[str]        # direct: what follows the launch (-m csd.teacher_cache ...); else the whole command
     devices: int              # how many it takes
-    launch: list[str]         # its CSD_LAUNCH ([]: python); an accelerate launch gets --main_process_port
+    launch: list[str]         # its launch ([]: python), given CSD_LAUNCH; an accelerate launch gets its port
     log: Path
+    direct: bool = False      # the command runs under the launch itself (else the launch goes to CSD_LAUNCH)
     # filled in when it runs
     assigned: list[str] = dataclasses.field(default_factory=list)
     port: Optional[int] = None
@@ -99,14 +100,22 @@ class Job:
     seconds: float = 0.0
 
 
+def launch_with_port(job: Job) -> list[str]:
+    """The job's launch with its own rendezvous port (accelerate's --main_process_port; other launches as given)."""
+    return [*job.launch, *(["--main_process_port", str(job.port)] if is_accelerate(job.launch) else [])]
+
+
+def job_command(job: Job) -> list[str]:
+    return [*(launch_with_port(job) or [sys.executable]), *job.command] if job.direct else job.command
+
+
 def job_env(job: Job, base: dict) -> dict:
-    """The job's environment: its devices, its port (MASTER_PORT, and accelerate's --main_process_port in
-    CSD_LAUNCH), its launch; nothing else changed."""
+    """The job's environment: its devices, its port (MASTER_PORT; and CSD_LAUNCH with it), its launch; nothing else
+    changed."""
     env = {**base, "CUDA_VISIBLE_DEVICES": ",".join(job.assigned), "MASTER_PORT": str(job.port)}
     env.pop("CSD_LAUNCH", None)
     if job.launch:
-        port = ["--main_process_port", str(job.port)] if is_accelerate(job.launch) else []
-        env["CSD_LAUNCH"] = shlex.join([*job.launch, *port])
+        env["CSD_LAUNCH"] = shlex.join(launch_with_port(job))
     return env
 
 
@@ -135,7 +144,7 @@ def run_jobs(jobs: list[Job], devices: list[str], prefix: str, env: Optional[dic
             ports.add(port)
             job.log.parent.mkdir(parents=True, exist_ok=True)
             with open(job.log, "w") as log:
-                process = start(job.command, env=job_env(job, base), stdout=log, stderr=subprocess.STDOUT)
+                process = start(job_command(job), env=job_env(job, base), stdout=log, stderr=subprocess.STDOUT)
             running[job.name] = (job, process, time.monotonic())
             waiting.remove(job)
             print(f"== {prefix}/{job.name}: started on device{'s' * (job.devices > 1)} {','.join(job.assigned)} "
@@ -188,8 +197,8 @@ def run_on_devices(args, configured: list, name: str, root: Path, cache_override
     caches = []
     for k, (overrides, rows) in enumerate(cache_overrides):
         launch, count = launch_of[rows[0]]
-        caches.append(Job(f"teacher cache ({', '.join(rows)})", [*(launch or [sys.executable]), "-m",
-                          "csd.teacher_cache", *overrides], count, launch, logs / f"teacher_cache_{k}.log"))
+        caches.append(Job(f"teacher cache ({', '.join(rows)})", ["-m", "csd.teacher_cache", *overrides], count,
+                          launch, logs / f"teacher_cache_{k}.log", direct=True))
     run_jobs(caches, devices, name)
     if args.caches_only:
         print(summary(name, caches, [], {}), flush=True)

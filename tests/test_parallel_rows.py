@@ -60,30 +60,35 @@ def test_jobs_share_the_devices_without_overlap_and_a_failure_stops_nothing(tmp_
     accelerate = ["python", "-m", "accelerate.commands.launch", "--config_file", "x.yaml"]
     jobs = [Job("a", ["a"], 1, [], tmp_path / "a.log"), Job("b", ["b"], 2, accelerate, tmp_path / "b.log"),
             Job("c", ["c"], 1, [], tmp_path / "c.log"), Job("d", ["d"], 3, accelerate, tmp_path / "d.log"),
-            Job("e", ["e"], 1, ["torchrun"], tmp_path / "e.log")]
-    polls, status = {"a": 3, "b": 2, "c": 4, "d": 1, "e": 1}, {"c": 2}
-    started, busy = [], []
+            Job("e", ["e"], 1, ["torchrun"], tmp_path / "e.log"),
+            Job("f", ["-m", "csd.teacher_cache"], 2, accelerate, tmp_path / "f.log", direct=True)]
+    polls, status = {"a": 3, "b": 2, "c": 4, "d": 1, "e": 1, "f": 1}, {"c": 2}
+    started, busy, commands = [], [], {}
 
     def start(command, env, stdout, stderr):
-        started.append((command[0], env))
-        stdout.write(f"last line of {command[0]}\n")
-        return FakeProcess(env["CUDA_VISIBLE_DEVICES"].split(","), polls[command[0]], status.get(command[0], 0), busy)
+        name = "f" if command[-1] == "csd.teacher_cache" else command[0]
+        started.append((name, env))
+        commands[name] = command
+        stdout.write(f"last line of {name}\n")
+        return FakeProcess(env["CUDA_VISIBLE_DEVICES"].split(","), polls[name], status.get(name, 0), busy)
 
     run_jobs(jobs, ["0", "1", "2"], "t", env={"CSD_LAUNCH": "user's", "KEEP": "1"}, poll_s=0, start=start)
-    assert [name for name, _ in started] == ["a", "b", "c", "e", "d"]  # in order, but e fits while d waits for three
-    assert max(busy) == 3 and [j.status for j in jobs] == [0, 0, 2, 0, 0]      # c failed, d and e still ran
+    assert [name for name, _ in started] == ["a", "b", "c", "e", "f", "d"]  # e, f fit while d waits for three
+    assert max(busy) == 3 and [j.status for j in jobs] == [0, 0, 2, 0, 0, 0]   # c failed, d, e and f still ran
     envs = dict(started)
-    assert [len(envs[j.name]["CUDA_VISIBLE_DEVICES"].split(",")) for j in jobs] == [1, 2, 1, 3, 1]
+    assert [len(envs[j.name]["CUDA_VISIBLE_DEVICES"].split(",")) for j in jobs] == [1, 2, 1, 3, 1, 2]
     assert envs["a"]["CUDA_VISIBLE_DEVICES"] == "0" and envs["b"]["CUDA_VISIBLE_DEVICES"] == "1,2"
     ports = {name: int(env["MASTER_PORT"]) for name, env in started}
-    assert len(set(ports.values())) == 5 and ports == {j.name: j.port for j in jobs}
+    assert len(set(ports.values())) == 6 and ports == {j.name: j.port for j in jobs}
     assert "CSD_LAUNCH" not in envs["a"] and envs["a"]["KEEP"] == "1"        # python -m csd.train; the rest kept
     assert envs["b"]["CSD_LAUNCH"].endswith(f"--config_file x.yaml --main_process_port {envs['b']['MASTER_PORT']}")
     assert envs["e"]["CSD_LAUNCH"] == "torchrun"                               # not accelerate: no port flag
+    assert commands["a"] == ["a"] and commands["f"] == [*accelerate, "--main_process_port", str(ports["f"]), "-m",
+                                                        "csd.teacher_cache"]   # run under its launch, on its port
     out = capsys.readouterr().out
     assert "== t/c: FAILED after 0.0 min (exit 2): last line of c" in out and "== t/b: started on devices 1,2" in out
     summary = parallel_rows.summary("t", jobs, ["f"], {"g": "its teacher cache failed"})
-    assert summary.splitlines()[0] == "== t: 4 done, 1 failed, 1 already finished, 1 not run"
+    assert summary.splitlines()[0] == "== t: 5 done, 1 failed, 1 already finished, 1 not run"
 
 
 def test_a_row_needing_more_devices_than_given_is_refused(tmp_path):
