@@ -13,6 +13,8 @@ A model node (``model.teacher`` / ``model.student`` in configs/model/*.yaml) has
     add_bos_token  optional true/false: override whether the tokenizer prepends BOS (saved with best/ and final/)
     arch           optional model card id (configs/arch/) describing the architecture when name_or_path is a local
                    checkpoint, e.g. gpt2-xl for an SFT'd GPT-2 XL: the meta-device set-up and --plan (csd/architectures.py)
+    attn_implementation  optional, transformers' (eager | sdpa | flash_attention_2); not in the shipped files, so
+                   set it with ++: ++model.teacher.attn_implementation=flash_attention_2 (needs `make install-gpu`)
 """
 from __future__ import annotations
 
@@ -51,13 +53,19 @@ def _source(spec: Any, key: str = "name_or_path") -> tuple[str, dict]:
 
 
 def _missing_model_error(name: str, error: Exception) -> FileNotFoundError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    """What to do about a model that is neither a local directory nor loadable from the hub, in one message."""
+    from csd.data.sources import hub_is_offline
+
     local = os.path.join("checkpoints", os.path.basename(name.rstrip("/")))
+    if hub_is_offline():
+        why = (" and the hub is offline (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE on a machine with internet and it is "
+               "downloaded on first use, or")
+    else:
+        why = (" and could not be loaded from the hub (no internet? a gated model needs `huggingface-cli login`):")
     return FileNotFoundError(
-        f"model {name!r} is not a local directory"
-        + (" and the hub is offline (HF_HUB_OFFLINE=1)" if offline else " and could not be loaded from the hub")
-        + f". Download it where there is internet, e.g. `huggingface-cli download {name} --local-dir {local}`, "
-        f"copy it here and set the config key to that path (e.g. model.student.name_or_path={local}). ({error})"
+        f"model {name!r} is not a local directory{why} download it, e.g. `huggingface-cli download {name} "
+        f"--local-dir {local}`, and set the config key to that path (e.g. model.student.name_or_path={local}). "
+        f"({error})"
     )
 
 
@@ -101,6 +109,8 @@ def load_weights(spec: Any, dtype: Optional[str] = None) -> nn.Module:
         extra["quantization_config"] = GgufConfig(gguf_file=extra["gguf_file"], dequantize=True)
         if dtype_name == "auto":
             dtype_name = "float32"
+    if _get(spec, "attn_implementation"):
+        extra["attn_implementation"] = _get(spec, "attn_implementation")
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype_name], **extra)
     except OSError as error:

@@ -12,17 +12,18 @@ Overrides apply in this order: the row's, then --tiny's, then the user's (last w
 ``eval.<key>=<value>`` goes to csd.evaluate instead (e.g. eval.seeds=[10] eval.backend=vllm). Real runs are
 ``$CSD_LAUNCH -m csd.train`` (default: this python; e.g. CSD_LAUNCH="accelerate launch --config_file
 configs/accelerate/zero3_bf16_4gpu.yaml", the table's launch hint) then ``python -m csd.evaluate``; the collected
-table (scripts/collect_results.py, paper column from data/paper_results.yaml) is printed at the end.
+table (csd/results/collect.py, paper column from data/paper_results.yaml) is printed at the end.
 Off-policy distillation rows read the teacher from its cache (train.teacher_cache=auto, csd/teacher_cache.py; a row or
 the user may set train.teacher_cache=null): before the rows, ``python -m csd.teacher_cache`` runs once per cache the
 rows to train need (same teacher, data, lengths, precision, head), and every row reads it; a complete cache is only
 checked. A row finished with the live teacher counts as finished with the cache (the same numbers).
+--devices 0,1,...,7 runs the rows concurrently over a node's GPUs, each on its own devices and port
+(csd/parallel_rows.py; docs/cluster.md); --caches-only builds the teacher caches and stops.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import itertools
 import os
 import shlex
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from csd import parallel_rows
 from csd.config import CONFIG_DIR, compose, resolved_yaml
 from csd.inputs import one_line_errors
 
@@ -40,7 +42,8 @@ TABLES_DIR = CONFIG_DIR / "tables"
 TEACHER_CACHE = "auto"  # off-policy rows read the teacher from one cache per (teacher, data): README "Teacher cache"
 EPILOG = """Anything else is a Hydra override added to every run (e.g. optim.lr=3e-5 output_root=/scratch);
 eval.<key>=<value> goes to csd.evaluate (eval.seeds=[10]). Environment: CSD_LAUNCH (default: this python) prefixes
-"-m csd.train" in real runs; HF_HUB_OFFLINE defaults to 1."""
+"-m csd.train" in real runs. The hub is used as huggingface_hub is told (HF_HUB_OFFLINE=1: local files only);
+--tiny sets HF_HUB_OFFLINE=1 itself (tiny models and fixture data)."""
 TINY_TRAIN = [  # appended under --tiny; {root} = output_root, {tiny_data} = fixture copies of configs/data
     "model=tiny", "model.teacher.name_or_path={root}/tiny_models/teacher", "model.student.name_or_path={root}/tiny_models/student",
     "model.student.peft_path=null", "model.student.lora_path=null", "data=tiny", "train.batch_size=4", "train.grad_accum=1", "train.max_steps=2",
@@ -119,7 +122,9 @@ def fixture_data_configs(target: Path) -> Path:
             continue
         node.path = str(fixture.joinpath(*Path(str(node.path)).parts[2:]))
         node.hub_id = None
-        OmegaConf.save(node, target / source.name)
+        text = OmegaConf.to_yaml(node)
+        if not (target / source.name).exists() or (target / source.name).read_text() != text:  # rows running at
+            (target / source.name).write_text(text)                                            # once read them
     return target
 
 
@@ -198,7 +203,7 @@ def dry_run(runs: list[Run], table: str, user: list[str], tiny: list[str] | None
 
 
 def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str], tiny_data: Path,
-                   eval_user: list[str], force: bool = False) -> None:
+                   eval_user: list[str], force: bool = False, caches_only: bool = False) -> None:
     from csd.evaluate import run_evaluation
     from csd.teacher_cache import build_for as build_cache
     from csd.train import run as train
@@ -207,6 +212,8 @@ def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str]
     for overrides, cfg, rows in cache_builds(configured, force):
         print(f"== {table}: the teacher cache of rows {', '.join(rows)}", flush=True)
         build_cache(cfg)
+    if caches_only:
+        return
     for r, _, cfg in configured:
         skip = not force and finished(cfg)
         print(f"== {table}/{r.row}: " + ("finished with this config, not trained again" if skip else "training"), flush=True)
@@ -228,13 +235,16 @@ def run_command(command: list[str]) -> None:
         raise SystemExit(status)
 
 
-def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str], force: bool = False) -> None:
+def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: list[str], force: bool = False,
+                     caches_only: bool = False) -> None:
     launch = shlex.split(os.environ.get("CSD_LAUNCH", "")) or [sys.executable]
     configured = [(r, *row_config(r, table, user, None)) for r in runs]
     for overrides, _, rows in cache_builds(configured, force):
         print(f"== {table}: the teacher cache of rows {', '.join(rows)}: {' '.join(launch)} -m csd.teacher_cache "
               f"{' '.join(overrides)}", flush=True)
         run_command([*launch, "-m", "csd.teacher_cache", *overrides])
+    if caches_only:
+        return
     for r, overrides, cfg in configured:
         skip = not force and finished(cfg)
         if skip:
@@ -252,11 +262,13 @@ def run_subprocesses(runs: list[Run], table: str, user: list[str], eval_user: li
             run_command(command)
 
 
-def scripts_module(name: str):
-    """scripts/collect_results.py and scripts/wandb_results.py: the collecting and publishing entry points."""
-    if str(REPO_ROOT / "scripts") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    return importlib.import_module(name)
+def run_on_devices(args, runs: list[Run], table: str, user: list[str], tiny: list[str] | None, root: Path) -> int:
+    """--devices: the rows as concurrent jobs (csd/parallel_rows.py); returns how many failed."""
+    configured = [(r, *row_config(r, table, user, tiny)) for r in runs]
+    caches = [(overrides, rows) for overrides, _, rows in cache_builds(configured, args.force)]
+    done = {r.row for r, _, cfg in configured
+            if not args.force and finished(cfg) and (not r.eval_sets or evaluated(Path(cfg.output_dir)))}
+    return parallel_rows.run_on_devices(args, configured, table, root, caches, done)
 
 
 def table_help(table: Table) -> str:
@@ -288,13 +300,13 @@ def parser_for(table: Table | None) -> argparse.ArgumentParser:
                         "figures to W&B (group = the table's experiment_name)")
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                         help="other values for a swept key of the rows (e.g. fig5a_temperature --sweep tau=0.5,1.0)")
+    parallel_rows.add_arguments(parser)   # --devices, --no-collect
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")   # models and data are local unless HF_HUB_OFFLINE=0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     name = argv[0] if argv and not argv[0].startswith("-") else None
     parser = parser_for(load_table(name) if name else None)   # --help after a table name describes that table
@@ -315,21 +327,36 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(output_root_of(user))
     tiny_data = root / "tiny_data"
     tiny = [o.format(root=root, tiny_data=tiny_data) for o in (*TINY_TRAIN, *table.tiny)] if args.tiny else None
+    if args.tiny:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")   # tiny models and fixture data: nothing from the hub
     if args.dry_run:
         dry_run(runs, name, user, tiny)
         return
+    failed = 0
     if args.tiny:
         ensure_tiny_models(root)
         fixture_data_configs(tiny_data)
-        run_in_process(runs, name, user, tiny, tiny_data, eval_user, args.force)
+    if args.devices:
+        failed = run_on_devices(args, runs, name, user, tiny, root)
+    elif args.tiny:
+        run_in_process(runs, name, user, tiny, tiny_data, eval_user, args.force, args.caches_only)
     else:
-        run_subprocesses(runs, name, user, eval_user, args.force)
-    collected = scripts_module("collect_results").collect(root, tables=[name])
+        run_subprocesses(runs, name, user, eval_user, args.force, args.caches_only)
+    if args.no_collect or args.caches_only:
+        if failed:
+            raise SystemExit(1)
+        return
+    from csd.results import collect
+
+    collected = collect(root, tables=[name])
     print(collected.markdown)
     logger = row_config(runs[0], name, user, tiny)[1].logger if runs else None
     if logger is not None and logger.name == "wandb":
-        scripts_module("wandb_results").publish(collected, [name], root=root, project=logger.project,
-                                                entity=logger.entity, mode=logger.mode)
+        from csd.results.publish import publish
+
+        publish(collected, [name], root=root, project=logger.project, entity=logger.entity, mode=logger.mode)
+    if failed:
+        raise SystemExit(f"csd.tables: error: {failed} of the table's jobs failed (the summary above names them)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
-"""Launch settings without launching: DeepSpeed's batch arithmetic, the multi-node files, ZeRO-3 partitioned shapes,
-and the refusals that keep a multi-process run from silently running as something else."""
+"""Launch settings without launching: DeepSpeed's batch arithmetic, ZeRO-3 partitioned shapes, and the refusals that
+keep a multi-process run from silently running as something else (the multi-node launch: tests/test_cluster.py)."""
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,40 +59,6 @@ def test_deepspeed_launch_with_accelerate_use_cpu_is_refused(monkeypatch):
         monkeypatch.setenv(key, value)
     with pytest.raises(ValueError, match="ACCELERATE_USE_CPU"):
         make_accelerator(compose([]))
-
-
-def slurm_dry_run(nodes: int, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SLURM_NNODES": str(nodes), "MASTER_ADDR": "node001", "DRY_RUN": "1"}
-    return subprocess.run(["bash", "scripts/slurm_multinode.sh", *overrides], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=30)
-
-
-def test_two_node_launch_resolves_world_size_and_deepspeed_batch():
-    from accelerate.commands.config.config_args import ClusterConfig
-
-    from csd.config import compose
-    from csd.distributed import deepspeed_batch_settings, micro_batch_rows
-
-    result = slurm_dry_run(2, "experiment=table4_qwen", "train.grad_accum=4")
-    assert result.returncode == 0, result.stderr
-    command = result.stdout.split()
-    config_file = command[command.index("--config_file") + 1]
-    assert command[command.index("--machine_rank") + 1] == "$SLURM_NODEID"  # each node's own rank
-    assert command[command.index("--main_process_ip") + 1] == "node001"
-    overrides = command[command.index("csd.train") + 1:]
-    cluster = ClusterConfig.from_yaml_file(str(REPO / config_file))
-    assert (cluster.num_machines, cluster.num_processes) == (2, 16)
-    assert cluster.distributed_type.value == "DEEPSPEED" and cluster.deepspeed_config["zero_stage"] == 3
-    cfg = compose(overrides)
-    settings = deepspeed_batch_settings(micro_batch_rows(cfg), cfg.train.grad_accum, cluster.num_processes)
-    # Table 4: 2 prompts per process (a teacher and a student row each) x 4 accumulation x 16 processes = 128 prompts
-    assert settings["train_micro_batch_size_per_gpu"] == 4
-    assert settings["train_batch_size"] == 256 and settings["train_batch_size"] // 2 == 128
-
-
-def test_slurm_script_refuses_a_node_count_other_than_the_launch_file():
-    result = slurm_dry_run(3)
-    assert result.returncode == 2 and "num_machines: 2" in result.stderr
 
 
 def test_zero3_refuses_a_student_cut_from_a_loaded_model(monkeypatch):
