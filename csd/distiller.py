@@ -27,7 +27,7 @@ from csd.data import TrainCollator, pad_token_id_of
 from csd.distributed import make_accelerator, prepare_teacher, synced_generation
 from csd.logger import RunLogger
 from csd.losses import get_loss
-from csd.models import Models, build_models, head_of, load_tokenizer
+from csd.models import Models, build_models, head_of, load_tokenizer, refuse_fused_head_if_softcapped
 from csd.batches import ReferenceBatches, build_batch_source, build_lm_batches
 from csd.optim import build_optimizer, build_scheduler
 from csd import step as steps, teacher_cache
@@ -71,13 +71,7 @@ class Distiller:
         models = self.models = self.models_and_data(accelerator)
         self.objective = get_loss(cfg.loss.name, **loss_kwargs(cfg.loss)) if distil else None
         if distil and cfg.train.head == "fused":
-            softcaps = {"student": getattr(models.student.config, "final_logit_softcapping", None),
-                        "teacher": models.teacher_head.softcap if models.teacher_head is not None else
-                        getattr(getattr(models.teacher, "config", None), "final_logit_softcapping", None)}
-            capped = [name for name, softcap in softcaps.items() if softcap]
-            if capped:  # the fused head computes hidden @ W.T only; these models transform their logits afterwards
-                raise ValueError(f"train.head=fused cannot reproduce the final logit soft-capping of the "
-                                 f"{' and '.join(capped)}; use train.head=logits")
+            refuse_fused_head_if_softcapped(models)
         if distil and models.vocab is None:
             models.vocab = len(models.tokenizer)
         if cfg.train.gradient_checkpointing:

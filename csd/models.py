@@ -11,6 +11,8 @@ A model node (``model.teacher`` / ``model.student`` in configs/model/*.yaml) has
     lora           optional {r, alpha, dropout, target_modules}: train LoRA adapters instead of all weights
     lora_path      optional saved LoRA adapter to keep training (loaded trainable; the Table 2 OpenLLaMA student)
     add_bos_token  optional true/false: override whether the tokenizer prepends BOS (saved with best/ and final/)
+    arch           optional model card id (configs/arch/) describing the architecture when name_or_path is a local
+                   checkpoint, e.g. gpt2-xl for an SFT'd GPT-2 XL: the meta-device set-up and --plan (csd/architectures.py)
 """
 from __future__ import annotations
 
@@ -324,6 +326,18 @@ class Models:
     teacher: Optional[torch.nn.Module] = None
     vocab: Optional[int] = None  # logits compared on [:vocab]
     teacher_head: Optional[TeacherHead] = None  # instead of the teacher when training from a teacher cache
+
+
+def refuse_fused_head_if_softcapped(models: Models) -> None:
+    """train.head=fused computes hidden @ W.T only: a model that soft-caps its final logits (Gemma 2:
+    ``final_logit_softcapping``) transforms them afterwards, so the fused head would compare other numbers."""
+    softcaps = {"student": getattr(models.student.config, "final_logit_softcapping", None),
+                "teacher": models.teacher_head.softcap if models.teacher_head is not None else
+                getattr(getattr(models.teacher, "config", None), "final_logit_softcapping", None)}
+    capped = [name for name, softcap in softcaps.items() if softcap]
+    if capped:
+        raise ValueError(f"train.head=fused cannot reproduce the final logit soft-capping of the "
+                         f"{' and '.join(capped)}; use train.head=logits")
 
 
 def build_models(cfg, teacher_head_only: bool = False) -> Models:
