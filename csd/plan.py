@@ -292,6 +292,21 @@ def data_facts(cfg: DictConfig, student_dir: Optional[Path]) -> dict:
                       "bound)", "estimate": True}
 
 
+def adapter_shapes(cfg: DictConfig) -> tuple[dict, list[str]]:
+    """The student node to build; a LoRA adapter to keep training (lora_path) that is not here yet is described by the
+    model config's lora (the adapter its SFT experiment trains)."""
+    spec = OmegaConf.to_container(cfg.model.student, resolve=True)
+    path = spec.get("lora_path")
+    if not path or (Path(path) / "adapter_config.json").is_file():
+        return spec, []
+    model_file = CONFIG_DIR / "model" / f"{cfg.model.name}.yaml"
+    lora = OmegaConf.load(model_file).student.get("lora")
+    if lora is None:
+        raise ValueError(f"model.student.lora_path {path} has no adapter_config.json and {model_file.name} has no lora")
+    spec = {**spec, "lora_path": None, "lora": OmegaConf.to_container(lora)}
+    return spec, [f"LoRA shapes from configs/model/{model_file.name} (no adapter at {path} yet)"]
+
+
 def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: float = DEFAULT_MFU,
              batch: Optional[Batch] = None, checkpointing: Optional[bool] = None, data: Optional[dict] = None) -> dict:
     """The plan of one training run under ``launch`` (its processes are the GPUs); ``batch`` / ``checkpointing``
@@ -306,7 +321,8 @@ def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: 
     batch = batch or configured
     checkpointing = bool(cfg.train.gradient_checkpointing) if checkpointing is None else checkpointing
     distil = distillation_enabled(cfg)
-    student = probe_model(cfg.model.student)
+    student_spec, notes = adapter_shapes(cfg)
+    student = probe_model(student_spec)
     teacher = probe_model(cfg.model.teacher) if distil else None
     cached = distil and reads_cache(cfg)
     data = data or data_facts(cfg, local_config_dir(cfg.model.student))
@@ -317,13 +333,12 @@ def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: 
     vocab = min(student.tokenizer_length, student.head_rows)
 
     states = model_states(student.params, student.trainable, student.largest_layer, launch, weight_bytes)
-    saved = saved_per_row(cfg.model.student, length, dtype)
+    saved = saved_per_row(student_spec, length, dtype)
     keep_scores = student.attn_implementation == "eager"
     activations = {gc: batch.rows * activation_bytes(saved, gc, keep_scores) for gc in (False, True)}
     lm_data = bool(cfg.train.get("lm_data"))
     memory = {"weights": states["weights"], "gradients": states["gradients"], "optimizer_states": states["optimizer"],
               "activations": activations[checkpointing] * (2 if lm_data else 1)}
-    notes = []
     if lm_data:
         notes.append("train.lm_data: the corpus micro-batch's forward is kept until the joint backward (x2 activations)")
     autocast = launch.zero_stage is None and weight_bytes == 4 and itemsize == 2
@@ -384,7 +399,7 @@ def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: 
         "memory_per_gpu_bytes": {**memory, "total": total},
         "activations_gb": {"without_checkpointing": as_gb(activations[False]),
                            "with_checkpointing": as_gb(activations[True])},
-        "cpu_memory_gb": as_gb(states["cpu"]) if states["cpu"] else None,
+        "cpu_memory_gb": as_gb(states["cpu"]) if launch.offload_optimizer or launch.offload_param else None,
         "teacher_cache_disk": cache,
         "tokens_per_epoch": round(data["examples"] * per_example * mean_length) if data["examples"] else None,
         "steps": steps, "flops_per_step": flops_step, "flops_per_run": flops_run,

@@ -80,17 +80,23 @@ def _probe_cached(key: str) -> ModelFacts:
 
         model, tokenizer_length = architectures.meta_model(spec), architectures.tokenizer_length(spec)
         arch = architectures.arch_id(spec)
-        source = f"configs/arch/{architectures.arch_file(spec)}" if hasattr(architectures, "arch_file") else \
-            "csd/architectures.py"
+        source = str(architectures.arch_file(spec).relative_to(architectures.ARCH_DIR.parent.parent))
     return facts_of(model, arch, source, tokenizer_length)
 
 
 def probe_model(spec: Any) -> ModelFacts:
-    """The facts of a model node (cached per node: a table's rows share their models)."""
+    """The facts of a model node (cached per architecture: a table's rows share their models)."""
+    return _probe_cached(shape_key(spec))
+
+
+def shape_key(spec: Any) -> str:
+    """What decides a node's shapes: its architecture (arch, else name_or_path), cut and adapters (not its dtype,
+    weights or tokenizer files: a table's per-task teachers share one architecture)."""
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
-    return _probe_cached(json.dumps(plain, sort_keys=True))
+    keys = ("keep_layers", "lora", "lora_path", "tokenizer") + (("arch",) if plain.get("arch") else ("name_or_path",))
+    return json.dumps({key: plain.get(key) for key in keys}, sort_keys=True)
 
 
 def facts_of(model: nn.Module, arch: str, source: str, tokenizer_length: int) -> ModelFacts:
@@ -195,7 +201,4 @@ def _saved_cached(key: str, length: int, dtype_name: str) -> Saved:
 
 def saved_per_row(spec: Any, length: int, dtype_name: str) -> Saved:
     """saved_activations of one row of ``length`` tokens (the counts are linear in the rows: scale by them)."""
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else dict(spec)
-    return _saved_cached(json.dumps(plain, sort_keys=True), length, dtype_name)
+    return _saved_cached(shape_key(spec), length, dtype_name)
