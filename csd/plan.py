@@ -57,6 +57,7 @@ class Launch:
     zero_stage: Optional[int] = None   # None: no DeepSpeed (one process or DDP)
     offload_optimizer: bool = False
     offload_param: bool = False
+    mixed_precision: Optional[str] = None   # the file's; train.mixed_precision, when set, wins (as accelerate does)
 
     @property
     def kind(self) -> str:
@@ -72,12 +73,12 @@ def read_launch(file: Optional[str]) -> Launch:
     if not path.is_file():
         raise ValueError(f"no launch file {file}; files: {', '.join(sorted(p.name for p in LAUNCH_DIR.glob('*.yaml')))}")
     node = OmegaConf.load(path)
-    processes = int(node.get("num_processes", 1))
+    processes, precision = int(node.get("num_processes", 1)), node.get("mixed_precision")
     if node.get("distributed_type") != "DEEPSPEED":
-        return Launch(file, processes)
+        return Launch(file, processes, mixed_precision=precision)
     zero = node.deepspeed_config
     return Launch(file, processes, int(zero.zero_stage), zero.get("offload_optimizer_device", "none") != "none",
-                  zero.get("offload_param_device", "none") != "none")
+                  zero.get("offload_param_device", "none") != "none", precision)
 
 
 def launch_files() -> list[Launch]:
@@ -126,7 +127,7 @@ def bytes_of(dtype_name: str) -> int:
 
 def compute_dtype(cfg: DictConfig, launch: Launch) -> str:
     """What the student's matmuls produce: bf16/fp16 under mixed precision, else the student's dtype."""
-    precision = cfg.train.mixed_precision or ("bf16" if launch.zero_stage is not None else "no")
+    precision = cfg.train.mixed_precision or launch.mixed_precision or "no"
     return {"bf16": "bfloat16", "fp16": "float16"}.get(precision, cfg.model.student.dtype)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Optional
 
 from omegaconf import DictConfig
@@ -133,9 +134,48 @@ def public(plan: dict) -> dict:
     return {key: value for key, value in plan.items() if key != "memory_per_gpu_bytes"}
 
 
-def print_plans(named: list[tuple[str, dict]], as_json: bool) -> None:
+SUMMARY_HEADER = ("| rows | teacher -> student | launch | micro-batch x accum | GiB per GPU | fits | smallest change that fits "
+                  "| H100-hours |\n|---|---|---|---|---|---|---|---|")
+
+
+def summary_cells(plan: dict) -> list[str]:
+    change = plan.get("suggestion")
+    if plan["fits"]:
+        fix = ""
+    elif change is None:
+        fix = "none on this many GPUs"
+    else:
+        launch = f"{Path(change['launch']).stem}, " if change["launch"] and change["launch"] != plan["launch"] else ""
+        fix = f"{launch}{' '.join(change['overrides'])} ({change['memory_per_gpu_gb']:.1f} GiB)"
+    short = lambda arch: "-" if arch is None else arch.split("/")[-1]  # noqa: E731
+    hours = plan["gpu_hours"]["H100"] if plan["gpu_hours"] else "?"
+    return [f"{short(plan['teacher_arch'])} -> {short(plan['student_arch'])}",
+            f"{Path(plan['launch']).stem if plan['launch'] else 'one process'}",
+            f"{plan['micro_batch_rows']} x {plan['grad_accum']}", f"{plan['memory_per_gpu_gb']['total']:.1f}",
+            "yes" if plan["fits"] else "**no**", fix, f"{hours}"]
+
+
+def summary(named: list[tuple[str, dict]]) -> str:
+    """One markdown line per row; consecutive rows with the same cells are one line (table1's objectives)."""
+    groups: list[tuple[list[str], list[str]]] = []
+    for name, plan in named:
+        cells = summary_cells(plan)
+        if groups and groups[-1][1] == cells:
+            groups[-1][0].append(name)
+        else:
+            groups.append(([name], cells))
+    lines = [SUMMARY_HEADER]
+    for names, cells in groups:
+        label = names[0] if len(names) == 1 else f"{names[0]} .. {names[-1].rsplit('/', 1)[-1]} ({len(names)} rows)"
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def print_plans(named: list[tuple[str, dict]], as_json: bool, as_summary: bool = False) -> None:
     if as_json:
         print(json.dumps([{"row": name, **public(plan)} for name, plan in named], indent=1))
+    elif as_summary:
+        print(summary(named))
     else:
         print("\n".join(describe(name, plan) for name, plan in named))
 
@@ -156,6 +196,7 @@ def add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-memory", type=parse_memory, default=80.0, metavar="80GB", help="memory of one GPU")
     parser.add_argument("--mfu", type=float, default=DEFAULT_MFU, help="model-FLOPs utilisation for the GPU-hours")
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
+    parser.add_argument("--summary", action="store_true", help="one markdown table line per run (same lines merged)")
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -164,4 +205,5 @@ def main(argv: Optional[list[str]] = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parser().parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     _, cfg = compose_reading_cache(args.overrides, "null")  # the run as given (train.teacher_cache=... to plan one)
-    print_plans([(cfg.run_name, plan_config(cfg, args.launch, args.gpus, args.gpu_memory, args.mfu))], args.json)
+    print_plans([(cfg.run_name, plan_config(cfg, args.launch, args.gpus, args.gpu_memory, args.mfu))], args.json,
+                args.summary)

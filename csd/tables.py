@@ -202,7 +202,7 @@ def plan(runs: list[Run], table: str, user: list[str], tiny: list[str] | None, a
     from csd.plan_cli import plan_config, print_plans
 
     print_plans([(f"{table}/{r.row}", plan_config(row_config(r, table, user, tiny)[1], r.launch, args.gpus,
-                                                   args.gpu_memory, args.mfu)) for r in runs], args.json)
+                                                   args.gpu_memory, args.mfu)) for r in runs], args.json, args.summary)
 
 
 def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str], tiny_data: Path,
