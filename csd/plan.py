@@ -131,6 +131,14 @@ def compute_dtype(cfg: DictConfig, launch: Launch) -> str:
     return {"bf16": "bfloat16", "fp16": "float16"}.get(precision, cfg.model.student.dtype)
 
 
+def deepspeed_logs_to_stderr():
+    """DeepSpeed's logger writes to the stdout it finds at import: keep --json's stdout JSON."""
+    import contextlib
+    import sys
+
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def model_states(params: int, trainable: int, largest_layer: int, launch: Launch, dtype_bytes: int) -> dict:
     """Student weights, gradients and optimizer states per GPU (bytes) and on the CPU (offload), with their source."""
     frozen = params - trainable
@@ -144,7 +152,8 @@ def model_states(params: int, trainable: int, largest_layer: int, launch: Launch
             states["source"] += "; DDP gradient buckets"
         return states
     if launch.zero_stage in (1, 2):
-        from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+        with deepspeed_logs_to_stderr():
+            from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
         cpu, gpu = estimate_zero2_model_states_mem_needs(trainable, num_gpus_per_node=n,
                                                          cpu_offload=launch.offload_optimizer,
@@ -157,7 +166,8 @@ def model_states(params: int, trainable: int, largest_layer: int, launch: Launch
             states["gradients"] += 2 * trainable - 2 * trainable // n
             states["source"] += "; stage 1: 16-bit gradients not partitioned"
         return states
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    with deepspeed_logs_to_stderr():
+        from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     cpu, gpu, gathered = estimate_zero3_model_states_mem_needs(
         trainable, largest_layer, num_gpus_per_node=n, cpu_offload=launch.offload_optimizer,
