@@ -13,16 +13,20 @@ run would have, with no weights and no download.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from csd.config import CONFIG_DIR
 from csd.models import _get, derive_student
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 ARCH_DIR = CONFIG_DIR / "arch"
 
@@ -43,9 +47,21 @@ def known_archs() -> list[str]:
     return sorted(_read(path)["arch_id"] for path in ARCH_DIR.glob("*.json"))
 
 
+REQUIRED = ("arch_id", "model_card", "config_url", "read_from", "tokenizer_length", "config")
+
+
 @functools.lru_cache(maxsize=None)
 def _read(path: Path) -> dict:
-    return json.loads(path.read_text())
+    try:
+        entry = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    missing = [key for key in REQUIRED if key not in entry]
+    if "config" in entry and "model_type" not in entry["config"]:
+        missing.append("config.model_type")
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)}")
+    return entry
 
 
 def _entry(spec: Any) -> dict:
@@ -57,8 +73,8 @@ def _entry(spec: Any) -> dict:
     return _read(path)
 
 
-def arch_config(spec: Any):
-    """The node's transformers config (a PretrainedConfig), from its architecture file."""
+def arch_config(spec: Any) -> "PretrainedConfig":
+    """The node's transformers config, from its architecture file."""
     from transformers import AutoConfig
 
     fields = dict(_entry(spec)["config"])
@@ -83,6 +99,46 @@ def meta_model(spec: Any) -> nn.Module:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return derive_student(model, spec)
+
+
+def _has_arch(spec: Any) -> bool:
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        return arch_file(spec).is_file()
+    except (MissingMandatoryValue, ValueError):  # e.g. configs/model/tiny.yaml: name_or_path is "???"
+        return False
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m csd.architectures",
+        description="Print the paper's models as the project sets them up, built on the meta device from "
+                    "configs/arch/ (no weights, no download): per node of each configs/model pair, the model card, "
+                    "parameters, trainable parameters (the student's, LoRA when the node has it; the teacher is "
+                    "frozen), head rows and len(tokenizer).")
+    parser.add_argument("pairs", nargs="*", help="configs/model names (default: every pair whose nodes all have an "
+                                                  "architecture file)")
+    args = parser.parse_args(argv)
+    from csd.config import compose, group_options
+    from csd.models import head_size
+
+    print(f"{'pair':24} {'node':8} {'model card':34} {'parameters':>15} {'trainable':>15} {'head':>8} {'tokens':>8}")
+    for pair in args.pairs or group_options("model"):
+        cfg = compose([f"model={pair}"])
+        nodes = {role: cfg.model[role] for role in ("teacher", "student")}
+        if not args.pairs and not all(_has_arch(spec) for spec in nodes.values()):
+            continue
+        for role, spec in nodes.items():
+            model = meta_model(spec)
+            total = sum(p.numel() for p in model.parameters())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if role == "student" else 0
+            print(f"{pair:24} {role:8} {arch_id(spec):34} {total:>15,} {trainable:>15,} {head_size(model):>8,} "
+                  f"{tokenizer_length(spec):>8,}")
+
+
+if __name__ == "__main__":
+    main()
 
 
 __all__ = ["ARCH_DIR", "arch_config", "arch_file", "arch_id", "known_archs", "meta_model", "tokenizer_length"]

@@ -121,6 +121,22 @@ def test_a_node_without_architecture_file_is_a_one_line_error():
     assert "\n" not in str(error.value) and "arch=" in str(error.value)
 
 
+def test_a_broken_architecture_file_is_a_one_line_error_naming_it(tmp_path, monkeypatch):
+    import json
+
+    import csd.architectures
+
+    monkeypatch.setattr(csd.architectures, "ARCH_DIR", tmp_path)
+    (tmp_path / "org__broken.json").write_text('{"arch_id": "org/broken",')
+    entry = {"arch_id": "org/partial", "model_card": "", "config_url": "", "read_from": [], "config": {}}
+    (tmp_path / "org__partial.json").write_text(json.dumps(entry))
+    for card, message in [("org/broken", "org__broken.json: not valid JSON"),
+                          ("org/partial", "org__partial.json: missing tokenizer_length, config.model_type")]:
+        with pytest.raises(ValueError, match=message) as error:
+            tokenizer_length({"name_or_path": card})
+        assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("card", ARCHS)
 def test_parameter_count_matches_the_published_size(card):
     model = meta_model({"name_or_path": card})
