@@ -22,7 +22,6 @@ Every printed number says where it comes from; "estimate" marks the modelled one
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -254,14 +253,6 @@ def gpu_hours(flops: float, mfu: float) -> dict:
     return {gpu: flops / (peak * 1e12 * mfu) / 3600 for gpu, peak in PEAK_TFLOPS.items()}
 
 
-def paper_split(data_name: str) -> Optional[tuple[int, str]]:
-    return PAPER_SPLITS.get(data_name)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def as_gb(value: float) -> float:
     return round(value / GiB, 3)
 
@@ -270,16 +261,10 @@ def fits(total: float, gpu_memory: float) -> bool:
     return total <= gpu_memory * (1 - HEADROOM)
 
 
-def isclose_rel(a: float, b: float, tolerance: float) -> bool:
-    return math.isclose(a, b, rel_tol=tolerance)
-
-
 # --- one run ------------------------------------------------------------------------------------------------------
 def data_facts(cfg: DictConfig, student_dir: Optional[Path]) -> dict:
     """Training examples, mean and longest encoded length, target positions: from the prepared data when it is here
     and the student's tokenizer is local; else the paper's split size (PAPER_SPLITS), lengths at max_length."""
-    from csd.data import load_data_config  # noqa: F401  (the data package: encoded splits)
-
     train = Path(str(cfg.data.path)) / str(cfg.data.splits.train) if cfg.data.get("path") else None
     if train is not None and train.exists() and student_dir is not None:
         from csd.models import load_tokenizer
@@ -419,9 +404,10 @@ def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: 
         "notes": notes,
         "sources": {"architectures": f"{student.source}; {teacher.source if teacher else '-'}",
                     "model_states": states["source"],
-                    "activations": f"measured: the student's forward on the meta device at ({batch.rows}, {length}), "
-                                   "tensors saved for backward" + ("" if keep_scores else
-                                   f" ({student.attn_implementation} attention: no (T, T) scores kept)"),
+                    "activations": f"counted: the tensors the student's forward saves for backward on the meta device "
+                                   f"at ({batch.rows}, {length})" + ("" if keep_scores else
+                                   f" ({student.attn_implementation} attention: no (T, T) scores kept)") +
+                                   "; with checkpointing: each layer's input + one layer + the rest (estimate)",
                     "step_buffers": "estimate from csd/step.py and csd/losses (logits, gradient buffers, "
                                     f"{CHUNK_TEMPORARIES} float32 chunks of {CHUNK_BYTES >> 20} MiB)",
                     "teacher": "its weights" + (" / N under ZeRO-3" if launch.zero_stage == 3 else "") +

@@ -195,3 +195,15 @@ def test_the_launch_files_precision_applies_when_the_config_sets_none():
     assert one["memory_per_gpu_bytes"]["student_logits"] == 8 * 512 * 50257 * 4
     assert eight["memory_per_gpu_bytes"]["student_logits"] == 1 * 512 * 50257 * 2
     assert "autocast_weight_copies" in eight["memory_per_gpu_bytes"]
+
+
+def test_the_fused_head_keeps_no_logits():
+    """train.head=fused (csd/losses/fused.py): no (B, T, V) logits of either model; hidden states, their gradient and
+    a float32 (V, H) head gradient instead."""
+    run = load_table("table1").runs[-1]
+    logits = plan_config(row_config(run, "table1", [], None)[1], None, 1, 80)["memory_per_gpu_bytes"]
+    fused = plan_config(row_config(run, "table1", ["train.head=fused"], None)[1], None, 1, 80)["memory_per_gpu_bytes"]
+    assert "student_logits" in logits and not {"student_logits", "teacher_logits", "loss_gradient_buffers"} & set(fused)
+    tokens, hidden, vocab = 8 * 512, 768, 50257
+    assert fused["fused_head_buffers"] == 2 * tokens * hidden * 4 + 4 * vocab * hidden
+    assert fused["total"] < logits["total"]
