@@ -202,6 +202,14 @@ def dry_run(runs: list[Run], table: str, user: list[str], tiny: list[str] | None
     sys.stdout.write("---\n".join(documents))
 
 
+def plan(runs: list[Run], table: str, user: list[str], tiny: list[str] | None, args) -> None:
+    """``--plan``: each row's plan under its launch file (csd/plan.py), or the file of its kind for ``--gpus``."""
+    from csd.plan_cli import plan_config, print_plans
+
+    print_plans([(f"{table}/{r.row}", plan_config(row_config(r, table, user, tiny)[1], r.launch, args.gpus,
+                                                   args.gpu_memory, args.mfu)) for r in runs], args.json, args.summary)
+
+
 def run_in_process(runs: list[Run], table: str, user: list[str], tiny: list[str], tiny_data: Path,
                    eval_user: list[str], force: bool = False, caches_only: bool = False) -> None:
     from csd.evaluate import run_evaluation
@@ -301,6 +309,11 @@ def parser_for(table: Table | None) -> argparse.ArgumentParser:
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                         help="other values for a swept key of the rows (e.g. fig5a_temperature --sweep tau=0.5,1.0)")
     parallel_rows.add_arguments(parser)   # --devices, --no-collect
+    parser.add_argument("--plan", action="store_true", help="per row: parameters, per-GPU memory, FLOPs, GPU-hours, "
+                        "whether it fits and the smallest change that does (csd/plan.py); loads no weights")
+    from csd.plan_cli import add_plan_options  # --gpus --gpu-memory --mfu --json
+
+    add_plan_options(parser)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     return parser
 
@@ -331,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")   # tiny models and fixture data: nothing from the hub
     if args.dry_run:
         dry_run(runs, name, user, tiny)
+        return
+    if args.plan:
+        plan(runs, name, user, tiny, args)
         return
     failed = 0
     if args.tiny:

@@ -5,7 +5,7 @@
 
 Runs `scripts/mini_table1.py` twice in fresh output folders (nothing read back, the cache built from nothing):
 `train.teacher_cache=null`, then `train.teacher_cache=auto`; the same objectives, seeds, steps, the preset's learning
-rate and the validation prompts only. Reports each sweep's wall time, the time its runs spent training (the cache's
+rate and the validation prompts only. Reports how long each sweep took, the time its runs spent training (the cache's
 one-off build is inside the first cached run's) and scoring, and the ratios, in <out>/sweep.{json,md}.
 """
 from __future__ import annotations
