@@ -12,8 +12,9 @@ local checkpoint), with the run's keep_layers / LoRA applied, so parameter and t
                  DeepSpeed: weights, gradients and AdamW's two moments in the student's dtype (torch.optim.AdamW)
   activations    measured: the student's forward runs on the meta device at the micro-batch's shape and every tensor
                  autograd saves for backward is counted (csd/plan_probe.py), with and without gradient
-                 checkpointing; plus what the step itself keeps (csd/step.py, csd/losses): the (B, T, V) logits of
-                 student and teacher, the loss's gradient buffer, the float32 chunks
+                 checkpointing; plus what the step itself keeps (csd/step.py, csd/losses): the (N, V) logits of
+                 student and teacher at the N target positions (bounded by rows x length unless the batch's
+                 targets are known), the loss's gradient buffer, the float32 chunks
   teacher        its weights (or, reading a teacher cache, its head only) and, for a cache, the disk it takes
   compute        FLOPs = 2 x (matmul weights + attention) per token forward, x3 for a trained student (x2 with
                  LoRA's frozen base, +1 forward with checkpointing); GPU-hours at a stated MFU of the dense bf16 peak
@@ -103,6 +104,12 @@ class Batch:
     length: int        # tokens per sequence (the longest batch: memory)
     grad_accum: int
     processes: int
+    targets: Optional[int] = None   # target positions per micro-batch (None: rows x length, the bound)
+
+    @property
+    def positions(self) -> int:
+        """Positions the logits path computes logits at: the targets (csd.step.logits_at_rows)."""
+        return self.rows * self.length if self.targets is None else self.targets
 
     @property
     def rows_per_step(self) -> int:
@@ -180,21 +187,13 @@ def model_states(params: int, trainable: int, largest_layer: int, launch: Launch
             "source": "DeepSpeed estimate_zero3_model_states_mem_needs (zero_init=False) + frozen 16-bit weights / N"}
 
 
-def logits_bytes(rows: int, length: int, vocab: int, head_rows: int, itemsize: int) -> tuple[int, bool]:
-    """(bytes, copied) of one model's (B, T, V) logits; a head with padding rows is sliced to the shared vocabulary,
-    and the objective's reshape of that non-contiguous slice copies it."""
-    whole = rows * length * head_rows * itemsize
-    copied = head_rows != vocab
-    return whole + (rows * length * vocab * itemsize if copied else 0), copied
-
-
-def step_buffers(cfg: DictConfig, batch: Batch, vocab: int, student_head: int, teacher_head: int, student_itemsize: int,
+def step_buffers(cfg: DictConfig, batch: Batch, vocab: int, student_itemsize: int,
                  teacher_itemsize: int, hidden: int, teacher_hidden: int, cached: bool) -> dict:
     """Bytes the step keeps beside the student's saved activations (csd/step.py micro_batch_sums), with notes."""
     rows, length = batch.rows, batch.length
     parts, notes = {}, []
     distil = distillation_enabled(cfg)
-    chunk_rows = min(rows * length, max(1, (CHUNK_BYTES // 4) // vocab))  # csd/losses/base.py: rows per chunk
+    chunk_rows = min(batch.positions, max(1, (CHUNK_BYTES // 4) // vocab))  # csd/losses/base.py: rows per chunk
     chunk = CHUNK_TEMPORARIES * 4 * chunk_rows * vocab
     if cfg.train.head == "fused" and distil:
         tokens = rows * length
@@ -204,19 +203,20 @@ def step_buffers(cfg: DictConfig, batch: Batch, vocab: int, student_head: int, t
         parts["loss_chunks"] = chunk
         notes.append("train.head=fused: no (B, T, V) logits (csd/losses/fused.py)")
         return {"parts": parts, "notes": notes}
-    parts["student_logits"], copied = logits_bytes(rows, length, vocab, student_head, student_itemsize)
-    if copied:
-        notes.append(f"student head {student_head} rows sliced to {vocab}: one copy")
+    # csd/step.py logits_at_rows: (N, vocab) logits at the N target positions, the head sliced to the shared
+    # vocabulary before its matmul (no copy); N is bounded by rows x length unless the batch says
+    positions = batch.positions
+    notes.append(f"logits at {positions} positions per micro-batch" +
+                 (" (bound: every position a target)" if batch.targets is None else " (the batch's targets)"))
+    parts["student_logits"] = positions * vocab * student_itemsize
     kd_ratio = cfg.train.kd_ratio if distil else 0.0
-    per_grad = rows * length * vocab * student_itemsize  # zeros_like of the (B*T, V) logits (csd/losses/base.py)
+    per_grad = positions * vocab * student_itemsize  # zeros_like of the (N, V) logits (csd/losses/base.py)
     parts["loss_gradient_buffers"] = per_grad * ((1 if distil else 0) + (1 if kd_ratio < 1.0 else 0))
     if distil:
-        if cached:  # csd/step.py cached_teacher_logits: (B, T, vocab) filled at the target positions
-            parts["teacher_logits_from_cache"] = rows * length * vocab * student_itemsize
+        if cached:  # the cached rows through the teacher's head
+            parts["teacher_logits_from_cache"] = positions * vocab * student_itemsize
         else:
-            parts["teacher_logits"], copied = logits_bytes(rows, length, vocab, teacher_head, teacher_itemsize)
-            if copied:
-                notes.append(f"teacher head {teacher_head} rows sliced to {vocab}: one copy")
+            parts["teacher_logits"] = positions * vocab * teacher_itemsize
     parts["loss_chunks"] = chunk
     return {"parts": parts, "notes": notes}
 
@@ -343,7 +343,7 @@ def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: 
 
         memory["autocast_weight_copies"] = 2 * linear_weight_params(student.module)
     teacher_itemsize = 2 if distil and (cfg.model.teacher.dtype in ("float16", "bfloat16") or itemsize == 2) else 4
-    buffers = step_buffers(cfg, batch, vocab, student.head_rows, teacher.head_rows if teacher else 0, itemsize,
+    buffers = step_buffers(cfg, batch, vocab, itemsize,
                            teacher_itemsize, student.hidden, teacher.hidden if teacher else 0, cached)
     memory.update(buffers["parts"])
     notes += buffers["notes"]

@@ -47,16 +47,19 @@ def overrides_of(tiny: bool, scratch: Path, variant: str, batch_size: int, max_l
     return [*pair, f"train.mixed_precision={PRECISION[variant][0]}", f"train.batch_size={batch_size}"]
 
 
-def measured_width(cfg, warmup: int, steps: int) -> int:
-    """The widest batch among the measured optimizer steps (after the warm-up ones)."""
+def measured_width(cfg, warmup: int, steps: int) -> tuple[int, int]:
+    """(the widest batch, the most target positions of a batch) among the measured optimizer steps (after the
+    warm-up ones)."""
     from csd.models import load_tokenizer
     from csd.step import optimizer_windows
-    from csd.teacher_cache import run_splits
+    from csd.teacher_cache import run_splits, target_counts
 
     split = run_splits(cfg, load_tokenizer(cfg.model.student))["train"]
     windows = optimizer_windows(len(split), cfg, 1, 0)[warmup: warmup + steps]
-    return max(min(len(split[int(i)]["input_ids"]), cfg.train.max_length) for window in windows
-               for i in window.flatten())
+    width = max(min(len(split[int(i)]["input_ids"]), cfg.train.max_length) for window in windows
+                for i in window.flatten())
+    targets = max(sum(target_counts(split[int(i)]) for i in window.flatten()) for window in windows)
+    return width, targets
 
 
 def compare(report: dict, tiny: bool, scratch: Path) -> list[dict]:
@@ -70,8 +73,8 @@ def compare(report: dict, tiny: bool, scratch: Path) -> list[dict]:
     for row in report["rows"]:
         cfg = compose(overrides_of(tiny, scratch, row["variant"], batch_size, max_length))
         warmup = int(command[command.index("--warmup") + 1]) if "--warmup" in command else 1
-        width = measured_width(cfg, warmup, row["steps_measured"])
-        plan = plan_run(cfg, Launch(None), batch=Batch(batch_size, width, 1, 1))
+        width, targets = measured_width(cfg, warmup, row["steps_measured"])
+        plan = plan_run(cfg, Launch(None), batch=Batch(batch_size, width, 1, 1, targets))
         memory = plan["memory_per_gpu_bytes"]
         persistent = memory["weights"] + memory["optimizer_states"] + memory.get("teacher", 0)
         rows.append({"pair": "tiny" if tiny else "quickstart", "variant": row["variant"], "width": width,

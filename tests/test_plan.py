@@ -207,3 +207,15 @@ def test_the_fused_head_keeps_no_logits():
     tokens, hidden, vocab = 8 * 512, 768, 50257
     assert fused["fused_head_buffers"] == 2 * tokens * hidden * 4 + 4 * vocab * hidden
     assert fused["total"] < logits["total"]
+
+
+def test_logits_are_counted_at_the_batchs_target_positions():
+    """csd.step.logits_at_rows: (N, V) logits at the N target positions. Without the batch's targets the plan bounds
+    N by rows x length; with them every logits buffer scales with N."""
+    run = load_table("table1").runs[-1]
+    cfg = row_config(run, "table1", [], None)[1]
+    bound = plan_run(cfg, Launch(None), batch=Batch(8, 512, 1, 1))["memory_per_gpu_bytes"]
+    known = plan_run(cfg, Launch(None), batch=Batch(8, 512, 1, 1, targets=1000))["memory_per_gpu_bytes"]
+    for part in ("student_logits", "loss_gradient_buffers", "teacher_logits_from_cache"):
+        assert known[part] * 8 * 512 == bound[part] * 1000, part
+    assert bound["student_logits"] == 8 * 512 * 50257 * 4
