@@ -153,6 +153,15 @@ class Sweep:
         return self._models
 
     @property
+    def tokenizer(self):
+        """The pair's tokenizer, alone while the models are not loaded (a plan, a dry run)."""
+        if self._models is not None:
+            return self._models.tokenizer
+        from csd.models import load_tokenizer
+
+        return load_tokenizer(self.base.model.teacher)
+
+    @property
     def data(self) -> dict:
         """{split: (examples, encoded dataset)}."""
         if self._data is None:
@@ -182,6 +191,8 @@ class Sweep:
         for key in ("logger", "run_name", "output_dir", "experiment_name"):
             cfg.pop(key, None)
         cfg.get("train", {}).pop("teacher_cache", None)  # the same numbers with the live teacher or its cache
+        if cfg.get("train", {}).get("stop_after_steps") is not None:  # an interruption, not a setting: resume ends it
+            cfg["train"]["stop_after_steps"] = None
         payload = {"config": cfg, "decoding": self.decoding, "splits": self.splits, "row": point.row,
                    "seed": point.seed, "lr": point.lr}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -224,17 +235,20 @@ class Sweep:
             record["examples"][split], record["n"][split] = predictions[0], len(predictions)
             write_answers(self.root / point.name / split / "answers.jsonl", self.data[split][0], predictions)
         record.update(wall_s=round(time.time() - tick, 1), fingerprint=self.fingerprint(point))
+        self.write(point, record)
+        test = record["splits"].get("test") or next(iter(record["splits"].values()))
+        self.log(f"[{time.time() - self.started:6.0f} s] {point.name:24s} ROUGE-L {test['rougeL']:6.2f}  "
+                 f"distinct-2 {100 * test['distinct_2']:5.1f}  self-BLEU {test['self_bleu']:5.1f}  "
+                 f"NLL {test['nll']:.3f}  ({record['wall_s']:.0f} s)")
+        return record
+
+    def write(self, point: Point, record: dict) -> None:
         path = self.path(point)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         os.replace(partial, path)  # a point.json is whole or absent
         self.trained += 1
-        test = record["splits"].get("test") or next(iter(record["splits"].values()))
-        self.log(f"[{time.time() - self.started:6.0f} s] {point.name:24s} ROUGE-L {test['rougeL']:6.2f}  "
-                 f"distinct-2 {100 * test['distinct_2']:5.1f}  self-BLEU {test['self_bleu']:5.1f}  "
-                 f"NLL {test['nll']:.3f}  ({record['wall_s']:.0f} s)")
-        return record
 
     def evaluate(self, model, split: str, seed: int) -> tuple[dict, list[str]]:
         """Scores of one sampled response per prompt of ``split`` (seed ``seed``) + the responses."""
