@@ -1,5 +1,9 @@
 """The report of scripts/cpu_protocol.py, from its run records: cpu_protocol.json, .md and .png.
 
+    python scripts/cpu_protocol_report.py [--json docs/results/cpu_protocol.json] [--out docs/results]
+
+(as a command: the .md and .png again from a cpu_protocol.json; scripts/cpu_protocol.py writes all three itself.)
+
 Works on partial records: the runs not finished are listed, the tables and curves hold the finished ones, and a claim
 that needs a missing objective says so instead of a verdict. The claim checks (``claims``) are computed here, on the
 test scores at the best checkpoint (means over seeds), against the 96-step table of docs/results (cpu_frontier.json,
@@ -7,17 +11,21 @@ else mini_table1.json) where that table was made with the same pair and settings
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-import cpu_frontier
-import mini_table1
-from csd.sweep import aggregate, pareto_set
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_frontier  # noqa: E402
+import mini_table1  # noqa: E402
+
+from csd.sweep import aggregate, pareto_set  # noqa: E402
 
 METRICS = ("rougeL", "distinct_1", "distinct_2", "self_bleu", "mean_words", "nll")
 COLUMNS = (("rougeL", "ROUGE-L", 1), ("distinct_2", "distinct-2", 100), ("self_bleu", "self-BLEU", 1), ("nll", "NLL", 1))
@@ -282,3 +290,18 @@ def write(results: dict, out: Path) -> None:
     (out / "cpu_protocol.md").write_text(markdown(results), encoding="utf-8")
     if results["runs"]:
         figure(results, out / "cpu_protocol.png")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="The .md and .png of scripts/cpu_protocol.py again from its JSON.")
+    parser.add_argument("--json", type=Path, default=Path("docs/results/cpu_protocol.json"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    args = parser.parse_args()
+    if not args.json.exists():
+        parser.error(f"--json {args.json} does not exist (scripts/cpu_protocol.py writes it)")
+    results = json.loads(args.json.read_text(encoding="utf-8"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cpu_protocol.md").write_text(markdown(results), encoding="utf-8")
+    if results["runs"]:
+        figure(results, args.out / "cpu_protocol.png")
+    print(f"wrote {args.out / 'cpu_protocol.md'}")
