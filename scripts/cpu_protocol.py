@@ -104,7 +104,8 @@ class ProtocolSweep(Sweep):
     """The sweep's points trained for whole epochs with the training-time evaluation, then scored on the test prompts
     at best/ and at the last step. A record: row, seed, lr, overrides, steps, steps_per_epoch, "epochs" (one entry per
     validation: epoch, step, rougeL, loss, ..., train_s, eval_s), best_epoch, "test" {"best": scores, "last": scores},
-    "examples", resumed_from_step (0: one process did it all), wall_s (this process), fingerprint."""
+    "examples", test_s (seconds of each scoring), resumed_from_step (0: one process did it all), wall_s (this
+    process), fingerprint."""
 
     def __init__(self, overrides: Sequence[str] = (), *, epochs: int = EPOCHS, prompts: int = VALIDATION_PROMPTS,
                  experiment: str = EXPERIMENT, **kwargs):
@@ -142,7 +143,9 @@ class ProtocolSweep(Sweep):
         model.eval()
         scored = {"last": model} if best == len(epochs) - 1 else {"best": self.load_best(folder / "best"), "last": model}
         for which, scored_model in scored.items():
+            started = time.time()
             record["test"][which], predictions = self.evaluate(scored_model, "test", point.seed)
+            record.setdefault("test_s", {})[which] = round(time.time() - started, 1)
             record["examples"][which], record["n"] = predictions[0], len(predictions)
             write_answers(folder / f"test_{which}" / "answers.jsonl", self.data["test"][0], predictions)
         record["test"].setdefault("best", record["test"]["last"])  # best/ is the last step: the same weights and seed
@@ -251,8 +254,8 @@ def describe_plan(protocol: ProtocolSweep, runs: list[dict], selections: dict, s
         elif "from" in sel:
             lines.append(f"  {row}: {sel['chosen']:g} ({sel['from']}'s)")
         else:
-            lines.append(f"  {row}: {sel['chosen']:g} ({sel['reason']}; scores: "
-                         ", ".join(f"{lr} {sel['sources'][lr]}" for lr in sel["validation"]) + ")")
+            scores = ", ".join(f"{lr}: {value:.2f} ({sel['sources'][lr]})" for lr, value in sel["validation"].items())
+            lines.append(f"  {row}: {sel['chosen']:g} ({sel['reason']}; validation ROUGE-L {scores})")
     left, steps_left = 0, 0
     for run in runs:
         point, done = run["point"], None
