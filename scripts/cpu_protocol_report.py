@@ -196,14 +196,16 @@ def claim_lines(results: dict) -> list[str]:
         n = len(c["ranking_protocol"])
         lines.append(f"- ROUGE-L rank of CSD (S,S) among the {n} objectives in both tables: {c['csd_rank_96_steps']} at "
                      f"96 steps ({', '.join(c['ranking_96_steps'])}), {c['csd_rank_protocol']} at {epochs} "
-                     f"({', '.join(c['ranking_protocol'])}): the rank **{'changes' if c['csd_rank_changed'] else 'does not change'}**.")
+                     f"({', '.join(c['ranking_protocol'])}): the rank "
+                     f"**{'changes' if c['csd_rank_changed'] else 'does not change'}**.")
     if "front_check" in c:
         lines.append(f"- Fidelity-diversity front: {c['front_check']}.")
         return lines
     seeds = len(results["settings"]["seeds"])
     for plane, label in (("distinct_2", "distinct-2"), ("self_bleu", "self-BLEU")):
         line = (f"- Front of ROUGE-L against {label} at {epochs} (these objectives, means): "
-                f"{', '.join(c[f'front_{plane}_protocol'])}; CSD (S,S) **{'is' if c[f'csd_on_front_{plane}_protocol'] else 'is not'}** "
+                f"{', '.join(c[f'front_{plane}_protocol'])}; CSD (S,S) "
+                f"**{'is' if c[f'csd_on_front_{plane}_protocol'] else 'is not'}** "
                 f"on it (on the per-seed front in {c[f'csd_seeds_on_front_{plane}']} of {seeds} seeds)")
         if f"csd_on_front_{plane}_96_steps" in c:
             line += (f"; at 96 steps (same objectives) it {'is' if c[f'csd_on_front_{plane}_96_steps'] else 'is not'} "

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import cpu_protocol  # noqa: E402
@@ -240,8 +239,8 @@ TABLE_96 = {"sft": stats(27.6, 0.82, 17), "fkl": stats(15.4, 0.91, 9), "srkl": s
 
 
 def fake_results(csd_rouge: float, csd_distinct: float, drop=()) -> dict:
-    numbers = {"sft": (30.0, 0.80, 18), "fkl": (20.0, 0.90, 9), "srkl": (14.0, 0.70, 17), "csd": (csd_rouge, csd_distinct, 19),
-               "csd_mix": (15.0, 0.88, 9), "csd_TS": (12.0, 0.95, 7)}
+    numbers = {"sft": (30.0, 0.80, 18), "fkl": (20.0, 0.90, 9), "srkl": (14.0, 0.70, 17),
+               "csd": (csd_rouge, csd_distinct, 19), "csd_mix": (15.0, 0.88, 9), "csd_TS": (12.0, 0.95, 7)}
     curves = {10: (5.0, 8.0, 7.0), 20: (5.0, 6.0, 9.0)}
     records = [fake_record(row, seed, rouge + (seed - 15) / 10, d2, sb, curves[seed])
                for seed in (10, 20) for row, (rouge, d2, sb) in numbers.items() if (row, seed) not in drop]
