@@ -33,13 +33,16 @@ COLUMNS = (("rougeL", "ROUGE-L", 1), ("distinct_2", "distinct-2", 100), ("self_b
 
 def matching_results(common: Sequence[str], decoding: dict, splits: Sequence[str],
                      paths: Sequence[Path]) -> tuple[Optional[dict], Optional[str]]:
-    """The first results JSON (mini_table1 / cpu_frontier) made with these sweep settings, and its path."""
+    """The first results JSON (mini_table1 / cpu_frontier) made with these sweep settings (its overrides but the
+    logger's, decoding and splits), and its path."""
+    def numbers_of(overrides) -> list[str]:
+        return [o for o in overrides or () if not o.lstrip("+~").startswith("logger")]
     for path in paths:
         if path.exists():
             results = json.loads(path.read_text(encoding="utf-8"))
             settings = results.get("settings", {})
-            if (settings.get("overrides"), settings.get("decoding"), settings.get("splits")) == \
-                    (list(common), decoding, list(splits)):
+            if (numbers_of(settings.get("overrides")), settings.get("decoding"), settings.get("splits")) == \
+                    (numbers_of(common), decoding, list(splits)):
                 return results, str(path)
     return None, None
 

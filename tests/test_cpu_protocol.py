@@ -217,6 +217,22 @@ def test_the_script_end_to_end_on_the_tiny_pair(tmp_path, tiny_data, capsys):
     assert "for the 1 runs left" in plan
 
 
+def test_the_search_scores_of_a_results_json_are_used_only_with_the_same_settings(tmp_path):
+    decoding = {"temperature": 1.0, "no_repeat_ngram_size": 6}
+    common = ["experiment=quickstart", "experiment_name=cpu_sweep", "train.max_steps=96"]
+    path = tmp_path / "cpu_frontier.json"
+    path.write_text(json.dumps({"settings": {"overrides": [*common, "logger=wandb"], "decoding": decoding,
+                                             "splits": ["validation", "test"]},
+                                "lr_selection": {"csd": {"seed": 10, "metric": "rougeL", "validation": {"0.0001": 11.9}},
+                                                 "fkl": {"seed": 20, "validation": {"0.0001": 9.0}}}}))
+    results, source = cpu_protocol_report.matching_results(common, decoding, ("validation", "test"), [path])
+    assert source == str(path) and cpu_protocol.known_validation(results, 10) == {"csd": {"0.0001": 11.9}}
+    for other in ([*common[:2], "train.max_steps=48"], [*common, "model=tiny"]):
+        assert cpu_protocol_report.matching_results(other, decoding, ("validation", "test"), [path]) == (None, None)
+    assert cpu_protocol_report.matching_results(common, {**decoding, "no_repeat_ngram_size": 0},
+                                                ("validation", "test"), [tmp_path / "missing.json", path])[0] is None
+
+
 # ------------------------------------------------------------------ the report on made-up records
 def fake_record(row: str, seed: int, rouge: float, distinct_2: float, self_bleu: float = 10.0,
                 curve=(5.0, 8.0, 7.0)) -> dict:
