@@ -24,7 +24,9 @@ others (same teacher, data, lengths, precision and head); each trainer then hold
 train.teacher_cache=null runs the live teacher; the point fingerprint leaves the setting out (the same numbers).
 
 Learning rates are chosen on the validation split only (``select_lr``): each candidate is trained with the first seed
-and the one with the highest validation ROUGE-L wins; the test split never enters the choice.
+and the one with the highest validation ROUGE-L wins; the test split never enters the choice. A choice at an edge of
+the grid is not trusted (the best rate may lie beyond it): the grid grows one step past that edge and the choice is
+made again, at most EDGE_EXTENSIONS times (``choose_lr``; the record says where the choice ended and why).
 """
 from __future__ import annotations
 
@@ -59,6 +61,8 @@ METRICS = ("rougeL", "distinct_1", "distinct_2", "self_bleu", "mean_words", "nll
 # point builds it from the teacher already in memory, the others find it complete (csd/teacher_cache.py); on-policy
 # points (batches=imitkd/gkd) run the live teacher. docs/bench/teacher_cache: the quickstart's step with the cache.
 TEACHER_CACHE = "auto"
+# A learning rate chosen at an edge of its grid is tried one grid step further out, at most this many times per edge.
+EDGE_EXTENSIONS = 2
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,15 @@ class Sweep:
         return self._models
 
     @property
+    def tokenizer(self):
+        """The pair's tokenizer, alone while the models are not loaded (a plan, a dry run)."""
+        if self._models is not None:
+            return self._models.tokenizer
+        from csd.models import load_tokenizer
+
+        return load_tokenizer(self.base.model.teacher)
+
+    @property
     def data(self) -> dict:
         """{split: (examples, encoded dataset)}."""
         if self._data is None:
@@ -178,6 +191,8 @@ class Sweep:
         for key in ("logger", "run_name", "output_dir", "experiment_name"):
             cfg.pop(key, None)
         cfg.get("train", {}).pop("teacher_cache", None)  # the same numbers with the live teacher or its cache
+        if cfg.get("train", {}).get("stop_after_steps") is not None:  # an interruption, not a setting: resume ends it
+            cfg["train"]["stop_after_steps"] = None
         payload = {"config": cfg, "decoding": self.decoding, "splits": self.splits, "row": point.row,
                    "seed": point.seed, "lr": point.lr}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -220,17 +235,20 @@ class Sweep:
             record["examples"][split], record["n"][split] = predictions[0], len(predictions)
             write_answers(self.root / point.name / split / "answers.jsonl", self.data[split][0], predictions)
         record.update(wall_s=round(time.time() - tick, 1), fingerprint=self.fingerprint(point))
+        self.write(point, record)
+        test = record["splits"].get("test") or next(iter(record["splits"].values()))
+        self.log(f"[{time.time() - self.started:6.0f} s] {point.name:24s} ROUGE-L {test['rougeL']:6.2f}  "
+                 f"distinct-2 {100 * test['distinct_2']:5.1f}  self-BLEU {test['self_bleu']:5.1f}  "
+                 f"NLL {test['nll']:.3f}  ({record['wall_s']:.0f} s)")
+        return record
+
+    def write(self, point: Point, record: dict) -> None:
         path = self.path(point)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         os.replace(partial, path)  # a point.json is whole or absent
         self.trained += 1
-        test = record["splits"].get("test") or next(iter(record["splits"].values()))
-        self.log(f"[{time.time() - self.started:6.0f} s] {point.name:24s} ROUGE-L {test['rougeL']:6.2f}  "
-                 f"distinct-2 {100 * test['distinct_2']:5.1f}  self-BLEU {test['self_bleu']:5.1f}  "
-                 f"NLL {test['nll']:.3f}  ({record['wall_s']:.0f} s)")
-        return record
 
     def evaluate(self, model, split: str, seed: int) -> tuple[dict, list[str]]:
         """Scores of one sampled response per prompt of ``split`` (seed ``seed``) + the responses."""
@@ -244,16 +262,18 @@ class Sweep:
 
     # ------------------------------------------------------------------ learning rate on the validation split
     def select_lr(self, row: str, overrides: Sequence[str], grid: Sequence[float], seed: int,
-                  metric: str = "rougeL") -> dict:
-        """Train ``row`` at every lr of ``grid`` with ``seed``; the lr with the best validation ``metric`` wins.
-        Returns {"chosen": lr, "validation": {lr: value}, "records": [...]}."""
+                  metric: str = "rougeL", extensions: int = EDGE_EXTENSIONS) -> dict:
+        """Train ``row`` at every lr of ``grid`` with ``seed`` (and beyond an edge where the choice lands there,
+        ``choose_lr``); the lr with the best validation ``metric`` wins. Returns choose_lr's record plus "metric",
+        "seed" and "records" (every run tried)."""
         if "validation" not in self.splits:
             raise ValueError("select_lr needs the validation split among the sweep's splits")
-        records = [self.run(Point(row, seed, tuple(overrides), lr)) for lr in grid]
-        values = {lr: r["splits"]["validation"][metric] for lr, r in zip(grid, records)}
-        chosen = max(grid, key=lambda lr: values[lr])  # ties: the first (smallest when the grid is sorted)
-        return {"chosen": chosen, "validation": {f"{lr:g}": v for lr, v in values.items()}, "metric": metric,
-                "seed": seed, "records": records}
+        records = []
+
+        def validation_score(lr: float) -> float:
+            records.append(self.run(Point(row, seed, tuple(overrides), lr)))
+            return records[-1]["splits"]["validation"][metric]
+        return {**choose_lr(grid, validation_score, extensions), "metric": metric, "seed": seed, "records": records}
 
     def settings(self) -> dict:
         train = self.base.train
@@ -261,6 +281,53 @@ class Sweep:
                 "decoding": self.decoding, "splits": list(self.splits), "overrides": self.common,
                 "teacher_cache": self.base.train.teacher_cache,
                 "threads": torch.get_num_threads()}
+
+
+def beyond_edge(grid: Sequence[float], edge: str, k: int) -> float:
+    """The k-th value past the ``edge`` ("lower" or "upper") of a sorted ``grid`` of two or more rates: the grid's
+    geometric step r = (max/min)^(1/(n-1)) taken k times from the edge, rounded to one significant figure (so
+    {1e-4, 3e-4, 1e-3} goes on to 3e-5, 1e-5 below and 3e-3, 1e-2 above); unrounded where rounding would not pass
+    the edge."""
+    low, high = grid[0], grid[-1]
+    step = (high / low) ** (1 / (len(grid) - 1))
+    exact = low / step ** k if edge == "lower" else high * step ** k
+    rounded = float(f"{exact:.0e}")
+    return rounded if (rounded < low if edge == "lower" else rounded > high) else exact
+
+
+def choose_lr(grid: Sequence[float], validation_score: Callable[[float], float],
+              extensions: int = EDGE_EXTENSIONS) -> dict:
+    """The rate with the highest ``validation_score`` (ties: the smaller rate). While it is the lowest (highest) rate
+    tried, the next value below (above) the grid (``beyond_edge``) is scored and the choice made again, up to
+    ``extensions`` values past that edge. Each rate is scored once.
+
+    Returns {"chosen", "grid" (sorted), "tried" (sorted), "validation" {"<lr>": score}, "extended" (values added, in
+    order), "edge" (None: inside the rates tried; "lower" / "upper": still at that edge; "only": a one-value grid),
+    "reason"}."""
+    grid = sorted({float(lr) for lr in grid})
+    if not grid:
+        raise ValueError("choose_lr needs at least one learning rate")
+    scores = {lr: validation_score(lr) for lr in grid}
+    extended: list[float] = []
+    while True:
+        tried = sorted(scores)
+        chosen = max(tried, key=lambda lr: scores[lr])  # max keeps the first of equals: the smaller rate
+        if len(tried) == 1:
+            edge, reason = "only", "a one-value grid has no step to extend by"
+            break
+        edge = "lower" if chosen == tried[0] else "upper" if chosen == tried[-1] else None
+        if edge is None:
+            reason = "inside the grid" + (f" extended by {', '.join(f'{lr:g}' for lr in extended)}" if extended else "")
+            break
+        past_edge = sum(lr < grid[0] if edge == "lower" else lr > grid[-1] for lr in extended)
+        if past_edge >= extensions:
+            reason = (f"at the {edge} edge after {past_edge} extension(s) past it (the limit): the best rate may lie "
+                      f"{'below' if edge == 'lower' else 'above'} {chosen:g}")
+            break
+        extended.append(beyond_edge(grid, edge, past_edge + 1))
+        scores[extended[-1]] = validation_score(extended[-1])
+    return {"chosen": chosen, "grid": grid, "tried": sorted(scores), "validation": {f"{lr:g}": scores[lr] for lr in
+            sorted(scores)}, "extended": extended, "edge": edge, "reason": reason}
 
 
 def aggregate(records: Sequence[dict], split: str = "test", metrics: Sequence[str] = METRICS) -> dict[str, dict]:

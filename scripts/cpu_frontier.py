@@ -234,7 +234,8 @@ def main(argv: list[str]) -> dict:
     grid = mini_table1.parse_grid(args.lr_grid)
     rows = {**mini_table1.OBJECTIVES, **VARIANTS}
     outcome = mini_table1.run_rows(sweep, rows, args.seeds, grid, lr_from={row: "csd" for row in VARIANTS},
-                                   reference_seeds=args.reference_seeds, select_seed=args.select_seed)
+                                   reference_seeds=args.reference_seeds, select_seed=args.select_seed,
+                                   edge_extensions=args.edge_extensions)
     split = "test" if "test" in args.splits else args.splits[-1]
     results = mini_table1.results_of(sweep, outcome, args.seeds, grid,
                                      " ".join(["python scripts/cpu_frontier.py", *argv]), started, split)

@@ -14,8 +14,11 @@ scored by ROUGE-L, distinct-1/2, self-BLEU, mean words and the student's NLL of 
 (csd/sweep.py).
 
 Learning rate: with --lr-grid (default 1e-4 3e-4 1e-3) each objective is trained at every grid value with the first
-seed and keeps the one with the best *validation* ROUGE-L; the test prompts never enter the choice. `--lr-grid none`
-trains every objective at the preset's lr (the quickstart does this).
+seed and keeps the one with the best *validation* ROUGE-L; the test prompts never enter the choice. A choice at an
+edge of the grid is tried one grid step further out (3e-5 below, 3e-3 above, then 1e-5 / 1e-2), at most
+--edge-extensions times (default 2; csd.sweep.choose_lr); the JSON and the table say per objective whether the choice
+ended inside the grid or still at an edge. `--lr-grid none` trains every objective at the preset's lr (the quickstart
+does this).
 Finished runs are read back from outputs/<experiment>/<run>/point.json (resume = the same command again).
 
 Outputs: <out>/mini_table1.json (settings, the validation lr choice, every run), .md and .csv (mean ± sample std over
@@ -36,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from csd.inputs import one_line_errors  # noqa: E402
-from csd.sweep import Point, Sweep, aggregate  # noqa: E402
+from csd.sweep import EDGE_EXTENSIONS, Point, Sweep, aggregate  # noqa: E402
 
 # Table 1's rows: objective -> the overrides of its runs (configs/tables/table1.yaml)
 OBJECTIVES = {"sft": ("loss=sft", "train.kd_ratio=0.0"), "fkl": ("loss=fkl",), "rkl": ("loss=rkl",),
@@ -66,11 +69,11 @@ def parse_grid(values: Sequence[str]) -> list[float]:
 
 def run_rows(sweep: Sweep, rows: dict[str, Sequence[str]], seeds: Sequence[int], lr_grid: Sequence[float],
              lr_from: Optional[dict[str, str]] = None, reference_seeds: Optional[int] = None,
-             select_seed: Optional[int] = None) -> dict:
+             select_seed: Optional[int] = None, edge_extensions: int = EDGE_EXTENSIONS) -> dict:
     """Train and score every row at every seed, seed by seed (a stopped sweep has whole seeds).
 
-    A row's lr: chosen on validation over ``lr_grid`` with ``select_seed`` (default the first seed; Sweep.select_lr),
-    or, for a row named in ``lr_from``, the lr chosen for that row (variants of one objective share its lr); without a
+    A row's lr: chosen on validation over ``lr_grid`` with ``select_seed`` (default the first seed; Sweep.select_lr,
+    up to ``edge_extensions`` steps past an edge), or, for a row named in ``lr_from``, the lr chosen for that row (variants of one objective share its lr); without a
     grid the preset's. Returns {"lr_selection": {row: {...}}, "records": [...] (the reported runs, references first),
     "grid_records": [...] (every lr tried)}. The search seed's reported run is the selection's winner (chosen on
     validation only)."""
@@ -86,8 +89,8 @@ def run_rows(sweep: Sweep, rows: dict[str, Sequence[str]], seeds: Sequence[int],
                     lrs[row] = lrs[source]
                 elif lr_grid:
                     search_seed = seeds[0] if select_seed is None else select_seed
-                    chosen = sweep.select_lr(row, overrides, lr_grid, search_seed)
-                    selection[row] = {k: chosen[k] for k in ("chosen", "validation", "metric", "seed")}
+                    chosen = sweep.select_lr(row, overrides, lr_grid, search_seed, extensions=edge_extensions)
+                    selection[row] = {k: v for k, v in chosen.items() if k != "records"}
                     grid_records += chosen["records"]
                     lrs[row] = chosen["chosen"]
                 else:
@@ -144,15 +147,19 @@ def settings_text(results: dict) -> str:
 
 
 def selection_text(selection: dict) -> list[str]:
+    """The validation scores of every lr tried (blank: not tried for that objective), the choice and where it lies."""
     if not selection:
         return []
     first = next(iter(selection.values()))
-    grid = list(first["validation"])
-    lines = ["", f"Learning rate chosen on the validation prompts (ROUGE-L, seed {first['seed']}):", "",
-             "| objective | " + " | ".join(f"lr {g}" for g in grid) + " | chosen |", "|---" * (len(grid) + 2) + "|"]
+    tried = sorted({float(lr) for sel in selection.values() for lr in sel["validation"]})
+    lines = ["", f"Learning rate chosen on the validation prompts (ROUGE-L, seed {first['seed']}; values past the grid "
+                 "are tried where the choice lands on an edge):", "",
+             "| objective | " + " | ".join(f"lr {lr:g}" for lr in tried) + " | chosen | where |",
+             "|---" * (len(tried) + 3) + "|"]
     for row, sel in selection.items():
-        values = " | ".join(f"{sel['validation'][g]:.2f}" for g in grid)
-        lines.append(f"| {row} | {values} | {sel['chosen']:g} |")
+        values = " | ".join(f"{sel['validation'][f'{lr:g}']:.2f}" if f"{lr:g}" in sel["validation"] else ""
+                            for lr in tried)
+        lines.append(f"| {row} | {values} | {sel['chosen']:g} | {sel.get('reason', '')} |")
     return lines
 
 
@@ -176,6 +183,8 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
     p.add_argument("--lr-grid", nargs="+", default=[f"{lr:g}" for lr in LR_GRID],
                    help="learning rates tried per objective on the validation split with the first seed; 'none': the "
                         "preset's lr for every objective")
+    p.add_argument("--edge-extensions", type=int, default=EDGE_EXTENSIONS,
+                   help="grid steps tried past an edge of --lr-grid where the choice lands on it (0: the grid only)")
     p.add_argument("--select-seed", type=int, default=None,
                    help="the seed of the lr search (default the first of --seeds; lets one process run one seed of a "
                         "sweep another process selected the lr for)")
@@ -211,7 +220,8 @@ def main(argv: list[str]) -> dict:
     sweep = make_sweep(args, overrides)
     grid = parse_grid(args.lr_grid)
     outcome = run_rows(sweep, {row: OBJECTIVES[row] for row in args.objectives}, args.seeds, grid,
-                       reference_seeds=args.reference_seeds, select_seed=args.select_seed)
+                       reference_seeds=args.reference_seeds, select_seed=args.select_seed,
+                       edge_extensions=args.edge_extensions)
     split = "test" if "test" in args.splits else args.splits[-1]
     results = results_of(sweep, outcome, args.seeds, grid, " ".join(["python scripts/mini_table1.py", *argv]),
                          started, split)

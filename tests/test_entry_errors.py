@@ -126,7 +126,7 @@ def test_tables_missing_model_or_data(tmp_path, missing, override, needle):
 
 
 # ------------------------------------------------------------------ the CPU scripts (csd/sweep.py)
-SWEEP_SCRIPTS = ["quickstart", "mini_table1", "cpu_frontier"]
+SWEEP_SCRIPTS = ["quickstart", "mini_table1", "cpu_frontier", "cpu_protocol"]
 
 
 @pytest.mark.parametrize("script", SWEEP_SCRIPTS)
@@ -177,7 +177,7 @@ def test_generate_responses_checks_the_data_before_loading_models(tmp_path, miss
 # ------------------------------------------------------------------ the other scripts: a missing input path
 @pytest.mark.parametrize("script, option", [
     ("collect_results", "--root"), ("collect_results", "--reference"), ("wandb_results", "--root"),
-    ("plot_results", "--mini"),
+    ("plot_results", "--mini"), ("cpu_protocol_report", "--json"),
 ])
 def test_script_missing_input_path(script, option, missing):
     result = run(f"scripts/{script}.py", option, str(missing))

@@ -144,7 +144,7 @@ def test_lr_is_chosen_on_validation_and_finished_runs_are_read_back(tmp_path, ti
 
     sweep = tiny_sweep(tmp_path, tiny_data)
     rows = {"csd": ("loss=csd",), "fkl": ("loss=fkl",), "csd_TS": ("loss=csd", "loss.weighting=TS")}
-    outcome = mini_table1.run_rows(sweep, rows, [10, 20], [1e-4, 3e-2], lr_from={"csd_TS": "csd"})
+    outcome = mini_table1.run_rows(sweep, rows, [10, 20], [1e-4, 3e-2], lr_from={"csd_TS": "csd"}, edge_extensions=0)
     assert [outcome["lr_selection"][row]["seed"] for row in ("csd", "fkl")] == [10, 10]
     assert len(outcome["grid_records"]) == 4  # 2 objectives x 2 lrs (what was chosen: the scripted test below)
     assert "csd_TS" not in outcome["lr_selection"]
@@ -166,7 +166,7 @@ def test_lr_is_chosen_on_validation_and_finished_runs_are_read_back(tmp_path, ti
         raise AssertionError("a finished run was trained again")
     monkeypatch.setattr(csd.train, "run", no_training)
     again = mini_table1.run_rows(tiny_sweep(tmp_path, tiny_data), rows, [10, 20], [1e-4, 3e-2],
-                                 lr_from={"csd_TS": "csd"})
+                                 lr_from={"csd_TS": "csd"}, edge_extensions=0)
     assert again["records"] == records and again["lr_selection"] == outcome["lr_selection"]
     # a training setting changes the trained points, not the untrained references
     longer = tiny_sweep(tmp_path, tiny_data, steps=3)
@@ -209,7 +209,7 @@ def test_an_interrupted_sweep_trains_only_the_missing_runs_and_new_settings_reru
 
 def test_mini_table_report_files(tmp_path, tiny_data):
     sweep = tiny_sweep(tmp_path, tiny_data)
-    outcome = mini_table1.run_rows(sweep, {"fkl": ("loss=fkl",)}, [10], [1e-4, 1e-3])
+    outcome = mini_table1.run_rows(sweep, {"fkl": ("loss=fkl",)}, [10], [1e-4, 1e-3], edge_extensions=0)
     results = mini_table1.results_of(sweep, outcome, [10], [1e-4, 1e-3], "cmd", 0.0)
     markdown = mini_table1.report(results, tmp_path)
     assert "| fkl |" in markdown and "chosen" in markdown and "no_repeat_ngram_size 6" in markdown
@@ -231,9 +231,14 @@ def test_the_lr_choice_reads_the_validation_split_never_the_test_split(tmp_path,
         return ({"rougeL": rouge, "distinct_1": 0.0, "distinct_2": 0.0, "self_bleu": 0.0, "mean_words": 0.0,
                  "nll": 0.0}, ["x"] * len(self.data[split][0]))
     monkeypatch.setattr(Sweep, "evaluate", scores_by_lr)
+    selection = tiny_sweep(tmp_path, tiny_data).select_lr("fkl", ("loss=fkl",), [1e-3, 1e-4, 1e-2], seed=10,
+                                                          extensions=0)
+    assert selection["chosen"] == 1e-4 and selection["edge"] == "lower"
+    assert selection["validation"] == {"0.0001": -1e-4, "0.001": -1e-3, "0.01": -1e-2}
+    # at the lower edge the grid goes on below by its own step (x10 here), twice, on validation scores only
     selection = tiny_sweep(tmp_path, tiny_data).select_lr("fkl", ("loss=fkl",), [1e-3, 1e-4, 1e-2], seed=10)
-    assert selection["chosen"] == 1e-4
-    assert selection["validation"] == {"0.001": -1e-3, "0.0001": -1e-4, "0.01": -1e-2}
+    assert selection["chosen"] == 1e-6 and selection["extended"] == [1e-5, 1e-6] and selection["edge"] == "lower"
+    assert [r["lr"] for r in selection["records"]] == [1e-4, 1e-3, 1e-2, 1e-5, 1e-6]
     with pytest.raises(ValueError, match="validation"):
         Sweep(splits=("test",), models=PairModels(None, None, None)).select_lr("fkl", (), [1e-4], seed=10)
 

@@ -1,0 +1,316 @@
+"""The sweep's grid-edge rule (csd.sweep.choose_lr) on scripted validation scores and in mini_table1's records;
+scripts/cpu_protocol.py on a tiny pair end to end (the best epoch by validation ROUGE-L, the test prompts scored at
+best/ and at the last step, an interrupted run continued, a finished one read back); its report and claim checks on
+made-up records."""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import cpu_protocol  # noqa: E402
+import cpu_protocol_report  # noqa: E402
+import mini_table1  # noqa: E402
+
+from csd.sweep import PairModels, Point, Sweep, beyond_edge, choose_lr  # noqa: E402
+from csd.testing import make_tiny_model, make_tiny_tokenizer  # noqa: E402
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "data" / "quickstart"
+
+
+# ------------------------------------------------------------------ the grid-edge rule, no training
+def scorer(table: dict[str, float]):
+    """A validation score per lr (keyed as the records key it) and the lrs in the order they were scored."""
+    calls = []
+
+    def score(lr: float) -> float:
+        calls.append(lr)
+        return table[f"{lr:g}"]
+    return score, calls
+
+
+def test_a_choice_inside_the_grid_is_kept_without_extending():
+    score, calls = scorer({"0.0001": 1.0, "0.0003": 2.0, "0.001": 1.5})
+    chosen = choose_lr([1e-3, 1e-4, 3e-4], score)
+    assert chosen["chosen"] == 3e-4 and chosen["edge"] is None and chosen["extended"] == []
+    assert chosen["reason"] == "inside the grid" and calls == [1e-4, 3e-4, 1e-3]
+
+
+def test_a_choice_at_the_lower_edge_goes_on_below_by_the_grids_step():
+    # 1e-4 wins the grid, 3e-5 (one step below) wins again, 1e-5 loses: 3e-5, inside the extended grid
+    score, calls = scorer({"1e-05": 3.0, "3e-05": 5.0, "0.0001": 4.0, "0.0003": 2.0, "0.001": 1.0})
+    chosen = choose_lr([1e-4, 3e-4, 1e-3], score)
+    assert chosen["chosen"] == 3e-5 and chosen["extended"] == [3e-5, 1e-5] and chosen["edge"] is None
+    assert calls == [1e-4, 3e-4, 1e-3, 3e-5, 1e-5] and chosen["tried"] == [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
+    assert chosen["validation"] == {"1e-05": 3.0, "3e-05": 5.0, "0.0001": 4.0, "0.0003": 2.0, "0.001": 1.0}
+    assert chosen["reason"] == "inside the grid extended by 3e-05, 1e-05"
+    # the old edge beats the value below it: one extension, the old edge chosen, now inside
+    score, calls = scorer({"3e-05": 3.9, "0.0001": 4.0, "0.0003": 2.0, "0.001": 1.0})
+    chosen = choose_lr([1e-4, 3e-4, 1e-3], score)
+    assert (chosen["chosen"], chosen["extended"], chosen["edge"]) == (1e-4, [3e-5], None) and len(calls) == 4
+
+
+def test_the_extensions_stop_at_the_limit_and_the_record_says_so():
+    lower = choose_lr([1e-4, 3e-4, 1e-3], lambda lr: -lr)
+    assert (lower["chosen"], lower["extended"], lower["edge"]) == (1e-5, [3e-5, 1e-5], "lower")
+    assert "after 2 extension(s)" in lower["reason"] and "below 1e-05" in lower["reason"]
+    upper = choose_lr([1e-4, 3e-4, 1e-3], lambda lr: lr)
+    assert (upper["chosen"], upper["extended"], upper["edge"]) == (1e-2, [3e-3, 1e-2], "upper")
+    assert "above 0.01" in upper["reason"]
+    assert choose_lr([1e-4, 3e-4, 1e-3], lambda lr: lr, extensions=0)["extended"] == []
+    assert choose_lr([1e-4, 3e-4, 1e-3], lambda lr: -lr, extensions=3)["chosen"] == 3e-6
+
+
+def test_grid_steps_ties_and_one_value_grids():
+    assert [beyond_edge([1e-4, 3e-4, 1e-3], "lower", k) for k in (1, 2, 3)] == [3e-5, 1e-5, 3e-6]
+    assert [beyond_edge([1e-4, 3e-4, 1e-3], "upper", k) for k in (1, 2)] == [3e-3, 1e-2]
+    assert beyond_edge([1e-3, 1e-2], "upper", 1) == pytest.approx(0.1)
+    assert beyond_edge([1e-4, 1.1e-4], "upper", 1) == pytest.approx(1.21e-4)  # rounded it would not pass the edge
+    # equal scores: the smaller rate, so a flat grid walks down to the limit
+    assert choose_lr([1e-4, 3e-4, 1e-3], lambda lr: 1.0)["chosen"] == 1e-5
+    score, calls = scorer({"0.0002": 1.0})
+    only = choose_lr([2e-4], score)
+    assert (only["chosen"], only["edge"], only["extended"], calls) == (2e-4, "only", [], [2e-4])
+    with pytest.raises(ValueError, match="at least one"):
+        choose_lr([], lambda lr: 0.0)
+
+
+# ------------------------------------------------------------------ tiny pair
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("quickstart")
+    for split, n in (("train", 4), ("validation", 3), ("test", 3)):
+        lines = (QUICKSTART / f"{split}.jsonl").read_text().splitlines()[:n]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def tiny_models() -> PairModels:
+    tokenizer = make_tiny_tokenizer()
+    return PairModels(make_tiny_model(tokenizer, seed=1).eval().requires_grad_(False), make_tiny_model(tokenizer, seed=2),
+                      tokenizer)
+
+
+def tiny_overrides(root: Path, data: Path) -> list[str]:
+    return [f"data.path={data}", "data.max_new_tokens=6", "train.batch_size=2", "train.mixed_precision=no",
+            f"output_root={root}"]
+
+
+def tiny_protocol(root: Path, data: Path, epochs: int = 3, extra=()) -> cpu_protocol.ProtocolSweep:
+    return cpu_protocol.ProtocolSweep([*tiny_overrides(root, data), *extra], epochs=epochs, prompts=3,
+                                      models=tiny_models(), log=lambda _: None)
+
+
+def test_mini_table1_records_and_json_carry_the_edge_rule(tmp_path, tiny_data, monkeypatch):
+    import csd.train
+
+    trained = []  # no training: the validation score is a function of the lr
+    monkeypatch.setattr(csd.train, "run", lambda cfg, models: trained.append(cfg.optim.lr) or {"steps": 0, "wall_s": 0})
+    validation = {1e-5: 5.5, 3e-5: 6.0, 1e-4: 5.0, 3e-4: 4.0, 1e-3: 3.0}
+
+    def evaluate(self, model, split, seed):
+        scores = {"rougeL": validation[trained[-1]] if split == "validation" else 0.0, "distinct_1": 0.0,
+                  "distinct_2": 0.0, "self_bleu": 0.0, "mean_words": 0.0, "nll": 0.0}
+        return scores, ["x"] * len(self.data[split][0])
+    monkeypatch.setattr(Sweep, "evaluate", evaluate)
+    sweep = Sweep(tiny_overrides(tmp_path, tiny_data), experiment="edge_test", models=tiny_models(), log=lambda _: None)
+    outcome = mini_table1.run_rows(sweep, {"csd": ("loss=csd",)}, [10], [1e-4, 3e-4, 1e-3], reference_seeds=0)
+    selection = outcome["lr_selection"]["csd"]
+    assert selection["chosen"] == 3e-5 and selection["extended"] == [3e-5, 1e-5] and selection["edge"] is None
+    # the reported seed-10 run is the search's run at 3e-5, read back
+    assert trained == [1e-4, 3e-4, 1e-3, 3e-5, 1e-5] and outcome["records"][0]["lr"] == 3e-5
+    results = json.loads(json.dumps(mini_table1.results_of(sweep, outcome, [10], [1e-4, 3e-4, 1e-3], "cmd", 0.0)))
+    assert results["lr_selection"]["csd"]["tried"] == [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
+    assert results["lr_selection"]["csd"]["reason"] == "inside the grid extended by 3e-05, 1e-05"
+    markdown = mini_table1.report(results, tmp_path)
+    assert "| lr 1e-05 | lr 3e-05 | lr 0.0001 |" in markdown and "| 5.50 | 6.00 | 5.00 | 4.00 | 3.00 | 3e-05 |" in markdown
+
+
+def weights_digest(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_protocol_keeps_the_best_epoch_scores_best_and_last_and_continues_after_a_stop(tmp_path, tiny_data,
+                                                                                      monkeypatch):
+    import csd.distiller
+    import csd.step
+
+    # validation ROUGE-L after epochs 1, 2, 3 (2 steps each): epoch 2 is the best
+    scripted = {2: 5.0, 4: 9.0, 6: 7.0}
+    monkeypatch.setattr(csd.distiller.Distiller, "generation_metrics",
+                        lambda self: {"val/rougeL": scripted[self.state.global_step]})
+    steps, real_step = [], csd.step.train_step
+    monkeypatch.setattr(csd.step, "train_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    scored, real_evaluate = [], cpu_protocol.ProtocolSweep.evaluate
+    monkeypatch.setattr(cpu_protocol.ProtocolSweep, "evaluate", lambda self, model, split, seed: scored.append(
+        weights_digest(model)) or real_evaluate(self, model, split, seed))
+    point = Point("fkl", 10, ("loss=fkl",), 1e-2)
+
+    stopped = tiny_protocol(tmp_path, tiny_data, extra=["train.stop_after_steps=4"])  # killed after epoch 2
+    assert stopped.run(point) is None and not stopped.path(point).exists() and len(steps) == 4
+    folder = stopped.root / point.name
+    best_after_two = weights_digest(stopped.load_best(folder / "best"))
+
+    steps.clear()
+    protocol = tiny_protocol(tmp_path, tiny_data)
+    record = protocol.run(point)
+    assert len(steps) == 2 and record["resumed_from_step"] == 4  # only epoch 3 was trained again
+    assert [(e["epoch"], e["step"], e["rougeL"]) for e in record["epochs"]] == [(1, 2, 5.0), (2, 4, 9.0), (3, 6, 7.0)]
+    assert all("loss" in e and "eval_s" in e for e in record["epochs"])
+    assert record["best_epoch"] == 2 and record["steps"] == 6 and record["steps_per_epoch"] == 2
+    # the test prompts scored at best/ (epoch 2's weights) and at the last step (others)
+    assert scored[0] == best_after_two and scored[1] != best_after_two and len(scored) == 2
+    assert set(record["test"]) == {"best", "last"} and set(record["test"]["best"]) >= {"rougeL", "distinct_2",
+                                                                                       "self_bleu", "nll"}
+    assert (folder / "test_best" / "answers.jsonl").exists() and not (folder / "checkpoints").exists()
+
+    # a finished run is read back, not trained
+    monkeypatch.setattr(csd.distiller.Distiller, "train", lambda self: pytest.fail("a finished run was trained again"))
+    assert tiny_protocol(tmp_path, tiny_data).run(point) == record
+
+
+def test_protocol_checkpoints_of_other_settings_are_not_resumed(tmp_path, tiny_data, monkeypatch):
+    import csd.distiller
+
+    monkeypatch.setattr(csd.distiller.Distiller, "generation_metrics", lambda self: {"val/rougeL": 1.0})
+    point = Point("fkl", 10, ("loss=fkl",), 1e-3)
+    assert tiny_protocol(tmp_path, tiny_data, extra=["train.stop_after_steps=2"]).run(point) is None
+    # two epochs instead of three: another fingerprint, so the run starts at step 0
+    record = tiny_protocol(tmp_path, tiny_data, epochs=2).run(point)
+    assert record["resumed_from_step"] == 0 and [e["epoch"] for e in record["epochs"]] == [1, 2]
+    # equal validation scores keep the first epoch's checkpoint (best/ is replaced only by a higher score)
+    assert record["best_epoch"] == 1
+
+
+def test_the_script_end_to_end_on_the_tiny_pair(tmp_path, tiny_data, capsys):
+    """Real training and real generated validation ROUGE-L: the lr search, the runs, the report; then the report and
+    the plan again from the finished records (nothing trained)."""
+    argv = [*tiny_overrides(tmp_path, tiny_data), "--objectives", "csd", "csd_TS", "--seeds", "10", "--epochs", "2",
+            "--search-steps", "2", "--lr-grid", "1e-3", "--validation-prompts", "3", "--out", str(tmp_path / "report"),
+            "--search-results"]  # none: the search trains
+    results = cpu_protocol.main(argv, models=tiny_models())
+    selection = results["lr_selection"]
+    assert selection["csd"]["chosen"] == 1e-3 and selection["csd"]["sources"] == {"0.001": "trained"}
+    assert selection["csd_TS"] == {"from": "csd", "chosen": 1e-3}
+    assert [(r["row"], r["lr"], len(r["epochs"])) for r in results["runs"]] == [("csd", 1e-3, 2), ("csd_TS", 1e-3, 2)]
+    for run in results["runs"]:
+        best = max(run["epochs"], key=lambda e: e["rougeL"])
+        assert run["best_epoch"] == best["epoch"] and set(run["test"]) == {"best", "last"}
+    saved = json.loads((tmp_path / "report" / "cpu_protocol.json").read_text())
+    assert saved["runs"] == json.loads(json.dumps(results["runs"])) and saved["missing"] == []
+    assert (tmp_path / "report" / "cpu_protocol.png").stat().st_size > 10_000
+    again = cpu_protocol.main([*argv, "--report-only"], models=tiny_models())
+    assert again["runs"] == results["runs"]
+    capsys.readouterr()
+    cpu_protocol.main([*argv, "--dry-run", "--objectives", "csd", "fkl", "--s-per-step", "2", "--s-per-eval", "30"],
+                      models=tiny_models())
+    plan = capsys.readouterr().out
+    assert "csd      seed 10: csd_lr0.001_seed10" in plan and "finished" in plan
+    assert "fkl: undecided: the search run fkl_lr0.001_seed10 (2 steps) is not trained yet" in plan
+    assert "for the 1 runs left" in plan
+
+
+def test_the_search_scores_of_a_results_json_are_used_only_with_the_same_settings(tmp_path):
+    decoding = {"temperature": 1.0, "no_repeat_ngram_size": 6}
+    common = ["experiment=quickstart", "experiment_name=cpu_sweep", "train.max_steps=96"]
+    path = tmp_path / "cpu_frontier.json"
+    path.write_text(json.dumps({"settings": {"overrides": [*common, "logger=wandb"], "decoding": decoding,
+                                             "splits": ["validation", "test"]},
+                                "lr_selection": {"csd": {"seed": 10, "metric": "rougeL", "validation": {"0.0001": 11.9}},
+                                                 "fkl": {"seed": 20, "validation": {"0.0001": 9.0}}}}))
+    results, source = cpu_protocol_report.matching_results(common, decoding, ("validation", "test"), [path])
+    assert source == str(path) and cpu_protocol.known_validation(results, 10) == {"csd": {"0.0001": 11.9}}
+    for other in ([*common[:2], "train.max_steps=48"], [*common, "model=tiny"]):
+        assert cpu_protocol_report.matching_results(other, decoding, ("validation", "test"), [path]) == (None, None)
+    assert cpu_protocol_report.matching_results(common, {**decoding, "no_repeat_ngram_size": 0},
+                                                ("validation", "test"), [tmp_path / "missing.json", path])[0] is None
+
+
+# ------------------------------------------------------------------ the report on made-up records
+def fake_record(row: str, seed: int, rouge: float, distinct_2: float, self_bleu: float = 10.0,
+                curve=(5.0, 8.0, 7.0)) -> dict:
+    scores = {"rougeL": rouge, "distinct_1": distinct_2 / 2, "distinct_2": distinct_2, "self_bleu": self_bleu,
+              "mean_words": 20.0, "nll": 3.0}
+    epochs = [{"epoch": e + 1, "step": 50 * (e + 1), "rougeL": v, "loss": 1.0} for e, v in enumerate(curve)]
+    return {"row": row, "seed": seed, "lr": 1e-4, "epochs": epochs,
+            "best_epoch": max(epochs, key=lambda e: e["rougeL"])["epoch"], "test": {"best": scores, "last": scores},
+            "wall_s": 100.0}
+
+
+def stats(rouge: float, distinct_2: float, self_bleu: float = 10.0) -> dict:
+    one = lambda v: {"mean": v, "std": 0.5, "n": 3}  # noqa: E731
+    return {"rougeL": one(rouge), "distinct_1": one(distinct_2 / 2), "distinct_2": one(distinct_2),
+            "self_bleu": one(self_bleu), "mean_words": one(20.0), "nll": one(3.0), "seeds": [10, 20, 30], "lr": 1e-4}
+
+
+TABLE_96 = {"sft": stats(27.6, 0.82, 17), "fkl": stats(15.4, 0.91, 9), "srkl": stats(12.5, 0.69, 17),
+            "csd": stats(12.0, 0.74, 12), "csd_mix": stats(12.1, 0.89, 9), "csd_TS": stats(10.6, 0.95, 7)}
+
+
+def fake_results(csd_rouge: float, csd_distinct: float, drop=()) -> dict:
+    numbers = {"sft": (30.0, 0.80, 18), "fkl": (20.0, 0.90, 9), "srkl": (14.0, 0.70, 17),
+               "csd": (csd_rouge, csd_distinct, 19), "csd_mix": (15.0, 0.88, 9), "csd_TS": (12.0, 0.95, 7)}
+    curves = {10: (5.0, 8.0, 7.0), 20: (5.0, 6.0, 9.0)}
+    records = [fake_record(row, seed, rouge + (seed - 15) / 10, d2, sb, curves[seed])
+               for seed in (10, 20) for row, (rouge, d2, sb) in numbers.items() if (row, seed) not in drop]
+    runs = [{"row": row, "seed": seed, "lr": 1e-4} for seed in (10, 20) for row in numbers]
+    settings = {"epochs": 3, "max_steps": None, "batch_size": 8, "precision": "bf16", "seeds": [10, 20],
+                "objectives": list(numbers), "validation": {"prompts": 48, "decoding": "sampling"},
+                "test_decoding": {"temperature": 1.0, "no_repeat_ngram_size": 6, "max_new_tokens": 48},
+                "lr_search": {"steps": 96, "seed": 10, "grid": [1e-4, 3e-4, 1e-3], "edge_extensions": 2},
+                "table_96": "docs/results/cpu_frontier.json", "threads": 2, "machine": "test", "command": "cmd"}
+    selection = {"csd": {"chosen": 1e-4, "validation": {"3e-05": 11.0, "0.0001": 11.9}, "sources": {
+        "3e-05": "trained", "0.0001": "docs/results/cpu_frontier.json"}, "reason": "inside the grid extended by 3e-05"},
+                 "csd_TS": {"from": "csd", "chosen": 1e-4}}
+    return cpu_protocol_report.results_of(settings, selection, runs, records, TABLE_96, 0.0)
+
+
+def test_report_claims_follow_the_numbers(tmp_path):
+    # CSD (S,S) 2nd by ROUGE-L (5th of 6 at 96 steps) and the most diverse but one: its rank changes, it is on the
+    # distinct-2 front; sft (30, self-BLEU 18) dominates its self-BLEU of 19
+    results = fake_results(csd_rouge=25.0, csd_distinct=0.93)
+    claims = results["claims"]
+    assert claims["csd_rank_96_steps"] == 5 and claims["csd_rank_protocol"] == 2 and claims["csd_rank_changed"] is True
+    assert claims["csd_on_front_distinct_2_protocol"] is True and claims["csd_on_front_self_bleu_protocol"] is False
+    assert claims["csd_seeds_on_front_distinct_2"] == 2 and claims["csd_on_front_distinct_2_96_steps"] is False
+    assert claims["highest_rougeL_protocol"] == "sft" and claims["csd_highest_rougeL_protocol"] is False
+    # the same rank as at 96 steps, and fkl (20, 0.90) dominates it: no change, off the front
+    claims = fake_results(csd_rouge=12.6, csd_distinct=0.85)["claims"]
+    assert claims["csd_rank_protocol"] == 5 and claims["csd_rank_changed"] is False
+    assert claims["csd_on_front_distinct_2_protocol"] is False and claims["csd_seeds_on_front_distinct_2"] == 0
+    # curves: mean over seeds, band = the lowest and highest seed; the mean curve peaks at epoch 3 (7.0 vs 8.0)
+    curve = results["validation_curves"]["fkl"]
+    assert curve["mean"] == [5.0, 7.0, 8.0] and curve["low"] == [5.0, 6.0, 7.0] and curve["high"] == [5.0, 8.0, 9.0]
+    assert results["peak_epoch"]["fkl"] == {"mean_curve": 3, "seeds": {"10": 2, "20": 3}}
+    assert results["test_best"]["csd"]["rougeL"]["mean"] == pytest.approx(25.0)
+    assert results["compute_s"] == 1200.0
+    cpu_protocol_report.write(results, tmp_path)
+    markdown = (tmp_path / "cpu_protocol.md").read_text()
+    assert "the rank **changes**" in markdown and "CSD (S,S) **is** on it" in markdown and "All 12 runs" in markdown
+    assert "| csd | 0.0001 | 25.00 ± 0.71 | 12.00 ± 0.50 |" in markdown
+    assert "3e-05: 11.00 (trained)" in markdown and "| **peak** (mean curve; per seed) | 3 (2, 3) |" in markdown
+    assert (tmp_path / "cpu_protocol.png").stat().st_size > 10_000
+
+
+def test_report_on_partial_records_names_what_is_missing(tmp_path):
+    results = fake_results(25.0, 0.93, drop={("csd", 20), ("fkl", 10), ("fkl", 20)})
+    assert [(m["row"], m["seed"]) for m in results["missing"]] == [("fkl", 10), ("fkl", 20), ("csd", 20)]
+    assert "fkl" not in results["test_best"] and results["test_best"]["csd"]["rougeL"]["n"] == 1
+    assert results["claims"]["ranking_protocol"] == ["sft", "csd", "csd_mix", "srkl", "csd_TS"]
+    cpu_protocol_report.write(results, tmp_path)
+    assert "**9 of 12 runs finished**; missing: fkl seed 10 (not finished)" in (tmp_path / "cpu_protocol.md").read_text()
+    no_csd = fake_results(25.0, 0.93, drop={("csd", 10), ("csd", 20)})
+    assert no_csd["claims"]["rank_check"] == "not computable: no finished CSD (S,S) run"
+    assert no_csd["claims"]["front_check"] == "not computable: no finished CSD (S,S) run"
+    cpu_protocol_report.write(no_csd, tmp_path)
+    assert "not computable" in (tmp_path / "cpu_protocol.md").read_text()
+    nothing = fake_results(25.0, 0.93, drop={(r, s) for r in TABLE_96 for s in (10, 20)})
+    cpu_protocol_report.write(nothing, tmp_path)
+    assert "**0 of 12 runs finished**" in (tmp_path / "cpu_protocol.md").read_text()
