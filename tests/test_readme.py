@@ -4,6 +4,7 @@ code computes or prints, and every relative link in README.md and docs/ points t
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shlex
@@ -132,6 +133,11 @@ def check_command(command: str, capsys, monkeypatch) -> None:
         check_train_overrides(argv[3:])
     elif argv[:3] == ["python", "-m", "csd.tables"]:
         check_tables(argv[3:], capsys, monkeypatch)
+    elif argv[:3] == ["python", "-m", "csd.plan"]:   # a plan loads no weights: run it
+        result = run([sys.executable, *argv[1:]])
+        assert result.returncode == 0, result.stderr[-2000:]
+        if "--json" in argv:
+            assert json.loads(result.stdout)
     elif argv[:3] == ["python", "-m", "csd.evaluate"]:
         from csd.config import compose
 
