@@ -146,3 +146,15 @@ def tiny_run_overrides(teacher: str | Path, student: str | Path, output_root: st
     return ["model=tiny", f"model.teacher.name_or_path={teacher}", f"model.student.name_or_path={student}",
             "data=tiny", "train.max_length=96", "train.max_prompt_length=48", "train.eval_every=null",
             "train.save_every=null", f"output_root={output_root}", "run_name=run"]
+
+
+def tiny_pair_overrides(scratch: str | Path) -> list[str]:
+    """A tiny random pair (2-layer teacher, 1-layer student, saved once under ``scratch``) on the tiny data set: the
+    benchmarks' and the CPU protocol's smoke runs."""
+    scratch = Path(scratch)
+    teacher, student = scratch / "tiny_teacher", scratch / "tiny_student"
+    if not (student / "config.json").exists():
+        save_tiny_checkpoint(teacher, layers=2, hidden=48, seed=1)
+        save_tiny_checkpoint(student, layers=1, hidden=32, seed=2)
+    return ["model=tiny", f"model.teacher.name_or_path={teacher}", f"model.student.name_or_path={student}", "data=tiny",
+            "train.max_length=96", "train.max_prompt_length=48"]

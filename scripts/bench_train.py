@@ -52,6 +52,8 @@ VARIANTS = {
 
 def pair_overrides(args) -> list[str]:
     if args.tiny:
+        from csd.testing import tiny_pair_overrides
+
         return tiny_pair_overrides(args.scratch)
     return ["experiment=quickstart", f"train.max_length={args.max_length}"]
 
@@ -136,17 +138,6 @@ def worker(variant: str, args) -> dict:
             "peak_rss_mib": measured["peak"] / 2**20,
             "peak_extra_mib": (measured["peak"] - measured["base"]) / 2**20,
             "train_kd_last": summary["history"][-1].get("train/kd"), "steps_measured": args.steps}
-
-
-def tiny_pair_overrides(scratch: Path) -> list[str]:
-    from csd.testing import save_tiny_checkpoint
-
-    teacher, student = scratch / "tiny_teacher", scratch / "tiny_student"
-    if not (student / "config.json").exists():
-        save_tiny_checkpoint(teacher, layers=2, hidden=48, seed=1)
-        save_tiny_checkpoint(student, layers=1, hidden=32, seed=2)
-    return ["model=tiny", f"model.teacher.name_or_path={teacher}", f"model.student.name_or_path={student}", "data=tiny",
-            "train.max_length=96", "train.max_prompt_length=48"]
 
 
 def write_report(rows: list[dict], args, command: str, builds: list[dict] = ()) -> None:

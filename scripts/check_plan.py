@@ -41,7 +41,7 @@ def gemm_rate(dtype_name: str, size: int = 1024, repeats: int = 20) -> float:
 
 
 def overrides_of(tiny: bool, scratch: Path, variant: str, batch_size: int, max_length: int) -> list[str]:
-    from bench_train import tiny_pair_overrides
+    from csd.testing import tiny_pair_overrides
 
     pair = tiny_pair_overrides(scratch) if tiny else ["experiment=quickstart", f"train.max_length={max_length}"]
     return [*pair, f"train.mixed_precision={PRECISION[variant][0]}", f"train.batch_size={batch_size}"]

@@ -298,15 +298,10 @@ def run_protocol(protocol: ProtocolSweep, runs: list[dict], after_each: Callable
 
 def tiny_overrides(scratch: Path) -> list[str]:
     """A tiny random pair on the committed 64-instruction fixture (12 examples a split, batch 4): seconds per run."""
-    from csd.testing import save_tiny_checkpoint
+    from csd.testing import tiny_pair_overrides
 
-    teacher, student = scratch / "tiny_teacher", scratch / "tiny_student"
-    if not (student / "config.json").exists():
-        save_tiny_checkpoint(teacher, layers=2, hidden=48, seed=1)
-        save_tiny_checkpoint(student, layers=1, hidden=32, seed=2)
-    return ["model=tiny", f"model.teacher.name_or_path={teacher}", f"model.student.name_or_path={student}", "data=tiny",
-            "data.max_examples=12", "data.max_new_tokens=8", "train.max_length=96", "train.max_prompt_length=48",
-            "train.batch_size=4", "train.mixed_precision=no", f"output_root={scratch / 'outputs'}"]
+    return [*tiny_pair_overrides(scratch), "data.max_examples=12", "data.max_new_tokens=8", "train.batch_size=4",
+            "train.mixed_precision=no", f"output_root={scratch / 'outputs'}"]
 
 
 def parser() -> argparse.ArgumentParser:
