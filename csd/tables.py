@@ -203,8 +203,8 @@ def dry_run(runs: list[Run], table: str, user: list[str], tiny: list[str] | None
 
 
 def plan(runs: list[Run], table: str, user: list[str], tiny: list[str] | None, args) -> None:
-    """``--plan``: each row's plan under its launch file (csd/plan.py), or the file of its kind for ``--gpus``."""
-    from csd.plan_cli import plan_config, print_plans
+    """``--plan``: each row's plan under its launch file (csd/plan/__init__.py), or the file of its kind for ``--gpus``."""
+    from csd.plan.cli import plan_config, print_plans
 
     print_plans([(f"{table}/{r.row}", plan_config(row_config(r, table, user, tiny)[1], r.launch, args.gpus,
                                                    args.gpu_memory, args.mfu)) for r in runs], args.json, args.summary)
@@ -310,8 +310,8 @@ def parser_for(table: Table | None) -> argparse.ArgumentParser:
                         help="other values for a swept key of the rows (e.g. fig5a_temperature --sweep tau=0.5,1.0)")
     parallel_rows.add_arguments(parser)   # --devices, --no-collect
     parser.add_argument("--plan", action="store_true", help="per row: parameters, per-GPU memory, FLOPs, GPU-hours, "
-                        "whether it fits and the smallest change that does (csd/plan.py); loads no weights")
-    from csd.plan_cli import add_plan_options  # --gpus --gpu-memory --mfu --json
+                        "whether it fits and the smallest change that does (csd/plan/__init__.py); loads no weights")
+    from csd.plan.cli import add_plan_options  # --gpus --gpu-memory --mfu --json
 
     add_plan_options(parser)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)

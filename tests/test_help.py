@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p.name for p in (REPO / "scripts").iterdir()
                  if p.suffix in (".py", ".sh") and not p.name.startswith("_"))
 COMMANDS = {name: (["bash"] if name.endswith(".sh") else [sys.executable]) + [f"scripts/{name}"] for name in SCRIPTS}
-COMMANDS |= {f"csd.{name}": [sys.executable, "-m", f"csd.{name}"] for name in ("train", "evaluate", "tables", "architectures")}
+COMMANDS |= {f"csd.{name}": [sys.executable, "-m", f"csd.{name}"] for name in ("train", "evaluate", "tables", "architectures", "plan")}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

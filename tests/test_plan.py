@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from csd.plan import GiB, HEADROOM, Batch, Launch, model_states, plan_run, read_launch
-from csd.plan_cli import plan_config
-from csd.plan_probe import saved_activations
+from csd.plan.cli import plan_config
+from csd.plan.probe import saved_activations
 from csd.tables import main as tables_main, row_config, load_table, table_names
 
 REPO = Path(__file__).resolve().parent.parent

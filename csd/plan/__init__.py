@@ -11,7 +11,7 @@ local checkpoint), with the run's keep_layers / LoRA applied, so parameter and t
                  parameters under the launch file's ZeRO stage and offload, plus the frozen 16-bit weights; without
                  DeepSpeed: weights, gradients and AdamW's two moments in the student's dtype (torch.optim.AdamW)
   activations    measured: the student's forward runs on the meta device at the micro-batch's shape and every tensor
-                 autograd saves for backward is counted (csd/plan_probe.py), with and without gradient
+                 autograd saves for backward is counted (csd/plan/probe.py), with and without gradient
                  checkpointing; plus what the step itself keeps (csd/step.py, csd/losses): the (N, V) logits of
                  student and teacher at the N target positions (bounded by rows x length unless the batch's
                  targets are known), the loss's gradient buffer, the float32 chunks
@@ -308,7 +308,7 @@ def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: 
     """The plan of one training run under ``launch`` (its processes are the GPUs); ``batch`` / ``checkpointing``
     replace the config's (a suggested change)."""
     from csd.distributed import rows_per_example
-    from csd.plan_probe import activation_bytes, local_config_dir, probe_model, saved_per_row
+    from csd.plan.probe import activation_bytes, local_config_dir, probe_model, saved_per_row
     from csd.teacher_cache import reads_cache
 
     per_example = rows_per_example(cfg)
@@ -339,7 +339,7 @@ def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: 
         notes.append("train.lm_data: the corpus micro-batch's forward is kept until the joint backward (x2 activations)")
     autocast = launch.zero_stage is None and weight_bytes == 4 and itemsize == 2
     if autocast:  # autocast keeps a 16-bit copy of each weight matrix for backward
-        from csd.plan_probe import linear_weight_params
+        from csd.plan.probe import linear_weight_params
 
         memory["autocast_weight_copies"] = 2 * linear_weight_params(student.module)
     teacher_itemsize = 2 if distil and (cfg.model.teacher.dtype in ("float16", "bfloat16") or itemsize == 2) else 4
@@ -420,10 +420,3 @@ def plan_run(cfg: DictConfig, launch: Launch, gpu_memory_gb: float = 80.0, mfu: 
                             "fragmentation)"},
     }
 
-
-if __name__ == "__main__":
-    from csd.inputs import one_line_errors
-    from csd.plan_cli import main
-
-    with one_line_errors("csd.plan"):
-        main()

@@ -1,5 +1,5 @@
 """`python -m csd.plan` (one run) and `python -m csd.tables <table> --plan` (every row): the plan, the smallest change
-that fits, printed as text or JSON (csd/plan.py has the numbers and where they come from)."""
+that fits, printed as text or JSON (csd/plan/__init__.py has the numbers and where they come from)."""
 from __future__ import annotations
 
 import argparse
@@ -77,7 +77,7 @@ def plan_config(cfg: DictConfig, launch_file: Optional[str], gpus: Optional[int]
     with the smallest change that fits when it does not."""
     from csd.distributed import rows_per_example
     from csd.plan import data_facts
-    from csd.plan_probe import local_config_dir
+    from csd.plan.probe import local_config_dir
 
     launch = launch_for(launch_file, gpus)
     per_example = rows_per_example(cfg)
