@@ -7,7 +7,7 @@
 #SBATCH --output=outputs/slurm-%j.out
 # One training run over several nodes: one `accelerate launch` per node, each starting its node's processes.
 #   sbatch scripts/slurm_multinode.sh experiment=table4_qwen train.grad_accum=4              # 2 nodes x 8 GPUs
-#   sbatch --nodes=4 --gpus-per-node=4 scripts/slurm_multinode.sh experiment=table4_qwen train.grad_accum=2
+#   sbatch --nodes=4 --gpus-per-node=4 scripts/slurm_multinode.sh experiment=table4_qwen train.grad_accum=4
 #   SBATCH_PARTITION=gpu SBATCH_ACCOUNT=proj SBATCH_TIMELIMIT=24:00:00 sbatch scripts/slurm_multinode.sh ...
 # Sizes come from the allocation: --num_machines = nodes, --num_processes = nodes x GPUs per node (GPUS_PER_NODE,
 # else SLURM_GPUS_PER_NODE / SLURM_GPUS_ON_NODE, else 8); CSD_ACCELERATE_CONFIG (default

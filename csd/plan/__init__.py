@@ -40,9 +40,9 @@ CHUNK_BYTES = 4 * (1 << 22)  # one float32 chunk of the chunked losses (csd/loss
 CHUNK_TEMPORARIES = 8        # float32 (chunk, V) temporaries alive at once in a chunk's value and gradient (estimate)
 # Training examples of the paper's splits, for tokens per epoch when the prepared data is not here.
 PAPER_SPLITS = {
-    "gsm8k": (1000, "PAPER.md Table 3: 1k train subsets"),
-    "dialogsum": (1000, "PAPER.md Table 3: 1k train subsets"),
-    "translation": (1000, "PAPER.md Table 3: 1k train subsets"),
+    "gsm8k": (1000, "the paper (arXiv 2509.25837), Table 3 setup: 1k train subsets"),
+    "dialogsum": (1000, "the paper (arXiv 2509.25837), Table 3 setup: 1k train subsets"),
+    "translation": (1000, "the paper (arXiv 2509.25837), Table 3 setup: 1k train subsets"),
     "dolly": (14011, "databricks-dolly-15k dataset card, 15,011 records, minus the 1,000 dev examples "
                      "(configs/data/dolly.yaml)"),
     "chat_pairs": (49800, "UltraChat prompts of UCLA-AGI/SPIN_iter0's train split, 49.8k rows (HF dataset viewer)"),
