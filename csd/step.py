@@ -71,7 +71,8 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
     made: CE and the objective run chunk by chunk, and CE keeps a gradient buffer only when its weight is non-zero."""
     targets = shift_labels(batch["labels"])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    sums = {"tokens": (targets != IGNORE_INDEX).sum()}
+    rows = targets != IGNORE_INDEX  # the target positions: the only ones any loss reads
+    sums = {"tokens": rows.sum()}
     cached = batch.get("teacher_hidden")  # the teacher's head inputs at the target positions (csd/teacher_cache.py)
     if cached is not None and cached.shape[0] != int(sums["tokens"]):
         raise RuntimeError(f"the teacher cache gave {cached.shape[0]} rows for a batch with {int(sums['tokens'])} "
@@ -89,9 +90,9 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
             teacher_head = teacher_module.get_output_embeddings().weight
             gathered = (head, teacher_head)
         else:  # the cache holds the target positions only: the loss sees those rows, the same sums
-            rows = flat_targets != IGNORE_INDEX
-            hidden, flat_targets, teacher_hidden = hidden[rows], flat_targets[rows], cached
-            flat_weights = None if flat_weights is None else flat_weights[rows]
+            keep = rows.flatten()
+            hidden, flat_targets, teacher_hidden = hidden[keep], flat_targets[keep], cached
+            flat_weights = None if flat_weights is None else flat_weights[keep]
             teacher_head, gathered = models.teacher_head.weight, (head,)
         with gathered_under_zero3(accelerator, *gathered):  # ZeRO-3 shards the heads: gather them
             loss = fused_linear_loss_with(objective, hidden, head[: models.vocab], teacher_hidden,
@@ -101,7 +102,6 @@ def micro_batch_sums(student, models: Models, objective, batch: dict, cfg: DictC
         sums["loss"] = gathered_in_backward(accelerator, loss, head)
         return sums
     # The logits path: (N, V) logits at the N target positions only (no objective reads the others).
-    rows = targets != IGNORE_INDEX
     row_targets = targets[rows].unsqueeze(0)
     row_weights = None if weights is None else weights[rows].unsqueeze(0)
     logits, head = logits_at_rows(student, accelerator.unwrap_model(student), inputs, rows, models.vocab, accelerator)
