@@ -30,7 +30,9 @@ made again, at most EDGE_EXTENSIONS times (``choose_lr``; the record says where 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +40,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -210,11 +212,20 @@ class Sweep:
             return None
         return record if record.get("fingerprint") == self.fingerprint(point) else None
 
-    def run(self, point: Point) -> dict:
-        """The point's record (read back when finished before with the same settings, else trained and scored)."""
+    def run(self, point: Point) -> Optional[dict]:
+        """The point's record (read back when finished before with the same settings, else trained and scored). Two
+        processes of the same sweep share its points: the one that takes a point's lock trains it, the other gets
+        ``Busy`` and can go on to another point."""
         if (record := self.cached(point)) is not None:
             self.log(f"read back {point.name} ({self.path(point)})")
             return record
+        with point_lock(self.root / point.name):
+            if (record := self.cached(point)) is not None:  # finished by another process since the first look
+                return record
+            return self.train_and_score(point)
+
+    def train_and_score(self, point: Point) -> Optional[dict]:
+        """Train ``point`` and score it (the caller holds its lock)."""
         from csd.train import run
 
         tick = time.time()
@@ -281,6 +292,27 @@ class Sweep:
                 "decoding": self.decoding, "splits": list(self.splits), "overrides": self.common,
                 "teacher_cache": self.base.train.teacher_cache,
                 "threads": torch.get_num_threads()}
+
+
+class Busy(Exception):
+    """Another process holds this point's lock: it is training the point now."""
+
+
+@contextlib.contextmanager
+def point_lock(folder: Path) -> Iterator[None]:
+    """Held while this process trains the point in ``folder``: an exclusive flock on ``folder/lock``. The kernel
+    releases it when the process ends, however it ends, so a killed run leaves no stale lock. Raises ``Busy`` at once
+    (no waiting) when another process holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(f"{folder} is being trained by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def beyond_edge(grid: Sequence[float], edge: str, k: int) -> float:

@@ -16,8 +16,14 @@ Objectives: SFT, FKL, SRKL, CSD (S,S) and CSD's weightings mix and (T,S) (script
 Learning rates come from the short-budget search of scripts/mini_table1.py (96 steps x 8, seed 10, validation
 ROUGE-L over {1e-4, 3e-4, 1e-3}, extended past an edge by csd.sweep.choose_lr): validation scores already in
 docs/results/cpu_frontier.json or mini_table1.json are used where that file's settings equal the search's; values it
-lacks are trained into outputs/cpu_sweep/ (shared with those scripts). csd_mix and csd_TS take CSD's rate, as in the
-frontier.
+lacks are trained into outputs/cpu_sweep/ (shared with those scripts). A row whose search still ends at an edge after
+the extensions is decided at the protocol's own budget (check_edges): its seed-10 run is trained at that edge rate and
+at the rate the unextended grid chose, and the higher best validation ROUGE-L over the epochs wins. csd_mix and csd_TS
+take CSD's rate, as in the frontier.
+
+Two processes: run the same command in a second shell, each with --threads 1 (on the 2-core machine of 2026-12-06,
+two such SFT runs side by side made 1.38 steps/s together, one 2-thread run 1.15: tqdm's rates, not a benchmark). A run is trained by the process that takes its lock (csd.sweep.point_lock, freed when that
+process ends however it ends); the other goes on to a free run, and waits for the rest before its last report.
 
 Resumable: a finished run is read back from outputs/cpu_protocol/<run>/point.json; an interrupted one continues from
 its last complete epoch (train.save_every=epoch, train.resume=auto; the checkpoints go once the run is recorded, best/
@@ -51,7 +57,7 @@ from csd.distiller import Distiller  # noqa: E402
 from csd.evaluate import write_answers  # noqa: E402
 from csd.inputs import check_training_inputs, one_line_errors  # noqa: E402
 from csd.models import Models  # noqa: E402
-from csd.sweep import EDGE_EXTENSIONS, PairModels, Point, Sweep, choose_lr  # noqa: E402
+from csd.sweep import EDGE_EXTENSIONS, Busy, PairModels, Point, Sweep, choose_lr  # noqa: E402
 
 ROWS = {**{row: mini_table1.OBJECTIVES[row] for row in ("sft", "fkl", "srkl", "csd")},
         "csd_mix": cpu_frontier.WEIGHTINGS["csd_mix"], "csd_TS": cpu_frontier.WEIGHTINGS["csd_TS"]}
@@ -104,19 +110,16 @@ class ProtocolSweep(Sweep):
     at best/ and at the last step. A record: row, seed, lr, overrides, steps, steps_per_epoch, "epochs" (one entry per
     validation: epoch, step, rougeL, loss, ..., train_s, eval_s), best_epoch, "test" {"best": scores, "last": scores},
     "examples", test_s (seconds of each scoring), resumed_from_step (0: one process did it all), wall_s (this
-    process), fingerprint."""
+    process), threads (its torch threads), fingerprint."""
 
     def __init__(self, overrides: Sequence[str] = (), *, epochs: int = EPOCHS, prompts: int = VALIDATION_PROMPTS,
                  experiment: str = EXPERIMENT, **kwargs):
         super().__init__([*protocol_overrides(epochs, prompts), *overrides], experiment=experiment, splits=("test",),
                          **kwargs)
 
-    def run(self, point: Point) -> Optional[dict]:
-        """The point's record (read back, or trained, continuing from its last checkpoint); None when the run stopped
-        early (train.stop_after_steps)."""
-        if (record := self.cached(point)) is not None:
-            self.log(f"read back {point.name} ({self.path(point)})")
-            return record
+    def train_and_score(self, point: Point) -> Optional[dict]:
+        """The point trained (continuing from its last checkpoint) and scored; None when the run stopped early
+        (train.stop_after_steps)."""
         folder, fingerprint, tick = self.root / point.name, self.fingerprint(point), time.time()
         self.start_afresh_unless_same(folder, fingerprint)
         resumed = latest_checkpoint(folder)
@@ -148,7 +151,7 @@ class ProtocolSweep(Sweep):
             record["examples"][which], record["n"] = predictions[0], len(predictions)
             write_answers(folder / f"test_{which}" / "answers.jsonl", self.data["test"][0], predictions)
         record["test"].setdefault("best", record["test"]["last"])  # best/ is the last step: the same weights and seed
-        record.update(wall_s=round(time.time() - tick, 1), fingerprint=fingerprint)
+        record.update(wall_s=round(time.time() - tick, 1), threads=torch.get_num_threads(), fingerprint=fingerprint)
         self.write(point, record)
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # optimizer states, not needed once recorded
         test = record["test"]
@@ -212,12 +215,57 @@ def select_lrs(search: Sweep, rows: Sequence[str], grid: Sequence[float], seed: 
         try:
             selections[row] = {**choose_lr(grid, validation_score, extensions), "metric": "rougeL", "seed": seed,
                                "steps": int(search.base.train.max_steps), "sources": sources, "search_s": sum(spent)}
-        except Undecided as missing:
-            selections[row] = {"undecided": str(missing)}
-    for row in rows:
-        if row in LR_FROM and "chosen" in selections.get(LR_FROM[row], {}):
-            selections[row] = {"from": LR_FROM[row], "chosen": selections[LR_FROM[row]]["chosen"]}
+        except (Undecided, Busy) as missing:
+            selections[row] = {"undecided": str(missing), "busy": isinstance(missing, Busy)}
     return selections
+
+
+def check_edges(protocol: ProtocolSweep, selections: dict, seed: int, train: bool = True) -> None:
+    """A row whose short search still ends at an edge after the extensions (CSD (S,S) at 1e-5 here) is decided at the
+    protocol's own budget: its ``seed`` run is trained at that edge rate and at the rate the unextended grid chose,
+    and the one with the higher best validation ROUGE-L over the epochs is the row's rate for every seed (ties: the
+    search's). The short search picks early progress; the protocol keeps the best of 20 epochs. Both runs are
+    protocol runs, so the chosen one is also the row's ``seed`` run. Adds "budget_check" {"seed", "candidates",
+    "best_validation" {"<lr>": score}, "reason"} and sets "chosen" to the decided rate ("search_chosen" keeps the
+    search's); while a check run is missing (not ``train``, another process training it, stopped early) the row is
+    "undecided" ("busy" when another process holds it)."""
+    for row, sel in selections.items():
+        if sel.get("edge") not in ("lower", "upper"):
+            continue
+        inside = max(sel["grid"], key=lambda lr: sel["validation"][f"{lr:g}"])  # first of equals: the smaller rate
+        if inside == sel["chosen"]:  # no extension was allowed: nothing to compare
+            continue
+        sel["search_chosen"] = short = sel.pop("chosen")
+        check = sel["budget_check"] = {"seed": seed, "candidates": [short, inside], "best_validation": {}}
+        for lr in (short, inside):
+            point = Point(row, seed, tuple(ROWS[row]), lr)
+            try:
+                record = protocol.cached(point) or (protocol.run(point) if train else None)
+            except Busy:
+                sel.update(undecided=f"its check run {point.name} is being trained by another process", busy=True)
+                break
+            if record is None:
+                sel.update(undecided=f"its check run {point.name} ({protocol.base.train.epochs} epochs) is not "
+                           "finished", busy=False)
+                break
+            check["best_validation"][f"{lr:g}"] = max(e["rougeL"] for e in record["epochs"])
+        else:
+            scores = check["best_validation"]
+            chosen = sel["chosen"] = inside if scores[f"{inside:g}"] > scores[f"{short:g}"] else short
+            other = inside if chosen == short else short
+            check["reason"] = (f"the search ended at its {sel['edge']} edge; over {protocol.base.train.epochs} epochs "
+                               f"(seed {seed}) the best validation ROUGE-L is {scores[f'{chosen:g}']:.2f} at "
+                               f"{chosen:g} against {scores[f'{other:g}']:.2f} at {other:g}")
+
+
+def borrow(selections: dict, rows: Sequence[str]) -> None:
+    """Rows that train at another row's rate (LR_FROM) get {"from", "chosen"}, or "undecided" while that rate is."""
+    for row in rows:
+        if row in LR_FROM:
+            source = selections.get(LR_FROM[row], {})
+            selections[row] = ({"from": LR_FROM[row], "chosen": source["chosen"]} if "chosen" in source else
+                               {"from": LR_FROM[row], "undecided": f"{LR_FROM[row]}'s rate is undecided",
+                                "busy": source.get("busy", False)})
 
 
 def lr_of(row: str, selections: dict) -> Optional[float]:
@@ -244,17 +292,11 @@ def describe_plan(protocol: ProtocolSweep, runs: list[dict], selections: dict, s
     lines = [f"{len(runs)} runs of {total} steps of {train.batch_size} ({train.epochs} epochs x {per_epoch} steps; "
              f"{examples['train']} training examples); after every epoch validation loss and {train.eval_generate} "
              f"generated validation prompts; the {examples['test']} test prompts scored at best/ and at the last step.",
-             f"Learning rates (search: {search_steps}-step runs):"]
-    search_left = 0
-    for row, sel in selections.items():
-        if "undecided" in sel:
-            search_left += 1
-            lines.append(f"  {row}: undecided: {sel['undecided']}")
-        elif "from" in sel:
-            lines.append(f"  {row}: {sel['chosen']:g} ({sel['from']}'s)")
-        else:
-            scores = ", ".join(f"{lr}: {value:.2f} ({sel['sources'][lr]})" for lr, value in sel["validation"].items())
-            lines.append(f"  {row}: {sel['chosen']:g} ({sel['reason']}; validation ROUGE-L {scores})")
+             f"Learning rates (search: {search_steps}-step runs):",
+             *cpu_protocol_report.selection_lines(selections)]
+    # rows waiting for a short search run (a row waiting for its check run counts among the runs left)
+    search_left = sum("undecided" in sel and "from" not in sel and "budget_check" not in sel
+                      for sel in selections.values())
     left, steps_left = 0, 0
     for run in runs:
         point, done = run["point"], None
@@ -282,18 +324,35 @@ def describe_plan(protocol: ProtocolSweep, runs: list[dict], selections: dict, s
     return "\n".join(lines)
 
 
-def run_protocol(protocol: ProtocolSweep, runs: list[dict], after_each: Callable[[list[dict]], None]) -> list[dict]:
-    """Train (or read back) every planned run with a decided lr; ``after_each`` gets the records so far."""
-    records = []
-    for number, run in enumerate(runs, 1):
-        if run["point"] is None:
-            continue
-        protocol.log(f"run {number}/{len(runs)}: {run['point'].name}")
-        record = protocol.run(run["point"])
-        if record is not None:
-            records.append(record)
-            after_each(records)
-    return records
+def run_protocol(protocol: ProtocolSweep, decide: Callable[[], tuple[dict, list[dict]]],
+                 after_each: Callable[[dict, list[dict]], None], wait_s: float = 60.0) -> tuple[dict, list[dict]]:
+    """Train every planned run, deciding the rates again after each (a finished check run decides a row's rate).
+    ``decide()`` gives (selections, runs). Runs that another process is training (the same command in a second
+    shell) are left to it: this one trains what is free, then waits for the rest. ``after_each(selections, runs)``
+    after every trained run. Returns the last (selections, runs)."""
+    stopped: set[str] = set()  # stopped early (train.stop_after_steps): not again in this process
+    while True:
+        selections, runs = decide()
+        busy = [row for row, sel in selections.items() if sel.get("busy")]
+        todo = [run["point"] for run in runs if run["point"] is not None and run["point"].name not in stopped
+                and protocol.cached(run["point"]) is None]
+        for number, point in enumerate(todo, 1):
+            try:
+                protocol.log(f"run {point.name} ({len(todo) - number + 1} of {len(runs)} runs left)")
+                record = protocol.run(point)
+            except Busy:
+                busy.append(point.name)
+                continue
+            if record is None:
+                stopped.add(point.name)
+            else:
+                after_each(selections, runs)
+            break  # decide again
+        else:
+            if not busy:
+                return selections, runs
+            protocol.log(f"waiting {wait_s:.0f} s for another process: {', '.join(busy)}")
+            time.sleep(wait_s)
 
 
 def tiny_overrides(scratch: Path) -> list[str]:
@@ -356,11 +415,15 @@ def main(argv: list[str], models: Optional[PairModels] = None) -> Optional[dict]
         search, protocol = make_sweeps(args, overrides, search.models)
     searched, source = cpu_protocol_report.matching_results(search.common, search.decoding, search.splits,
                                                             args.search_results)
-    selections = select_lrs(search, list(rows), mini_table1.parse_grid(args.lr_grid),
-                            args.search_seed, args.edge_extensions, known_validation(searched, args.search_seed),
-                            source, train)
-    runs = plan(rows, args.seeds, selections)
+
+    def decide() -> tuple[dict, list[dict]]:
+        selections = select_lrs(search, list(rows), mini_table1.parse_grid(args.lr_grid), args.search_seed,
+                                args.edge_extensions, known_validation(searched, args.search_seed), source, train)
+        check_edges(protocol, selections, args.search_seed, train)
+        borrow(selections, list(rows))
+        return selections, plan(rows, args.seeds, selections)
     if args.dry_run:
+        selections, runs = decide()
         print(describe_plan(protocol, runs, selections, args.search_steps, args.s_per_step, args.s_per_eval))
         return None
     # the 96-step table beside the 20-epoch one: the frontier's (it has CSD's weightings), made with the mini
@@ -372,16 +435,13 @@ def main(argv: list[str], models: Optional[PairModels] = None) -> Optional[dict]
     settings = cpu_protocol_report.settings_of(protocol, args, command, source, table_source, mini_table1.machine())
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def write_report(records: list[dict]) -> dict:
+    def write_report(selections: dict, runs: list[dict]) -> dict:
+        records = [r for r in (protocol.cached(run["point"]) for run in runs if run["point"]) if r is not None]
         results = cpu_protocol_report.results_of(settings, selections, runs, records, (table or {}).get("rows", {}),
                                                  started)
         cpu_protocol_report.write(results, args.out)
         return results
-    if args.report_only:
-        records = [r for r in (protocol.cached(run["point"]) for run in runs if run["point"]) if r is not None]
-    else:
-        records = run_protocol(protocol, runs, write_report)
-    results = write_report(records)
+    results = write_report(*(decide() if args.report_only else run_protocol(protocol, decide, write_report)))
     print((args.out / "cpu_protocol.md").read_text(encoding="utf-8"))
     return results
 

@@ -145,17 +145,35 @@ def cell(stats: Optional[dict], scale: float = 1) -> str:
     return "" if stats is None else mini_table1.format_cell(stats, scale)
 
 
+def threads_line(records: Sequence[dict]) -> str:
+    """'2 (csd seed 10, ...); 1 (...)': the torch threads each run trained with, as its record has them."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault(r.get("threads", "not recorded"), []).append(f"{r['row']} seed {r['seed']}")
+    return "; ".join(f"{n} ({', '.join(runs)})" for n, runs in groups.items()) or "no runs yet"
+
+
 def selection_lines(selections: dict) -> list[str]:
-    lines = ["| objective | lr tried: validation ROUGE-L (where the score comes from) | chosen | where |",
+    """The lr table: each row's short-search scores, the rate chosen and why; a row checked at the protocol's budget
+    (cpu_protocol.check_edges) gets a second line with its best validation scores over the epochs."""
+    lines = ["| objective | lr tried: validation ROUGE-L (where the score comes from) | chosen | why |",
              "|---|---|---|---|"]
     for row, sel in selections.items():
-        if "undecided" in sel:
+        chosen = f"{sel['chosen']:g}" if "chosen" in sel else "undecided"
+        if "from" in sel:
+            lines.append(f"| {row} | CSD (S,S)'s rate, as in the frontier | {chosen} | {sel.get('undecided', '')} |")
+        elif "validation" not in sel:
             lines.append(f"| {row} | {sel['undecided']} | | |")
-        elif "from" in sel:
-            lines.append(f"| {row} | CSD (S,S)'s rate, as in the frontier | {sel['chosen']:g} | |")
         else:
-            tried = " · ".join(f"{lr}: {v:.2f} ({sel['sources'].get(lr, '?')})" for lr, v in sel["validation"].items())
-            lines.append(f"| {row} | {tried} | {sel['chosen']:g} | {sel['reason']} |")
+            tried = " · ".join(f"{lr}: {v:.2f} ({sel.get('sources', {}).get(lr, '?')})" for lr, v in sel["validation"].items())
+            short = sel.get("search_chosen", sel.get("chosen"))
+            lines.append(f"| {row} | {tried} | {short:g} | {sel['reason']} |")
+        if "budget_check" in sel:
+            check = sel["budget_check"]
+            scores = " · ".join(f"{lr}: {v:.2f}" for lr, v in check["best_validation"].items())
+            lines.append(f"| {row}, checked over the protocol's epochs (seed {check['seed']}; best validation ROUGE-L "
+                         f"of the epochs) | {scores or 'no run finished yet'} | {chosen} | "
+                         f"{check.get('reason') or sel.get('undecided', '')} |")
     return lines
 
 
@@ -238,8 +256,9 @@ def markdown(results: dict) -> str:
         f"no_repeat_ngram_size {d['no_repeat_ngram_size']}, max {d['max_new_tokens']} new tokens, seed = the run's); "
         f"seeds {s['seeds']}. Mean ± sample std over seeds; distinct-2 in %, self-BLEU x100 (lower = more diverse), NLL "
         f"of the teacher's references in nats/token.", "",
-        f"Command: `{s['command']}`  \nMachine: {s['machine']}, {s['threads']} torch thread(s). Compute: "
-        f"{results['compute_s'] / 3600:.2f} h of runs and lr search" + (
+        f"Command: `{s['command']}`  \nMachine: {s['machine']}; torch threads per run: {threads_line(results['runs'])}. "
+        f"Compute: {results['compute_s'] / 3600:.2f} h of runs and lr search (each run's wall time, summed: runs "
+        f"that ran side by side count in full)" + (
             f" (resumed runs count only their last process: {', '.join(results['resumed_runs'])})"
             if results["resumed_runs"] else "") + ".", "", done, "",
         f"## Learning rates: short-budget search ({search['steps']} steps, seed {search['seed']}, validation ROUGE-L "

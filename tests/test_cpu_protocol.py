@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import cpu_protocol  # noqa: E402
@@ -165,6 +166,7 @@ def test_protocol_keeps_the_best_epoch_scores_best_and_last_and_continues_after_
     assert [(e["epoch"], e["step"], e["rougeL"]) for e in record["epochs"]] == [(1, 2, 5.0), (2, 4, 9.0), (3, 6, 7.0)]
     assert all("loss" in e and "eval_s" in e for e in record["epochs"])
     assert record["best_epoch"] == 2 and record["steps"] == 6 and record["steps_per_epoch"] == 2
+    assert record["threads"] == torch.get_num_threads()  # the report says what each run trained with
     # the test prompts scored at best/ (epoch 2's weights) and at the last step (others)
     assert scored[0] == best_after_two and scored[1] != best_after_two and len(scored) == 2
     assert set(record["test"]) == {"best", "last"} and set(record["test"]["best"]) >= {"rougeL", "distinct_2",
@@ -197,7 +199,9 @@ def test_the_script_end_to_end_on_the_tiny_pair(tmp_path, tiny_data, capsys):
             "--search-results"]  # none: the search trains
     results = cpu_protocol.main(argv, models=tiny_models())
     selection = results["lr_selection"]
-    assert selection["csd"]["chosen"] == 1e-3 and selection["csd"]["sources"] == {"0.001": "trained"}
+    # the rates are decided again after every run: by the last decision the search run (trained first) is read back
+    assert selection["csd"]["chosen"] == 1e-3 and selection["csd"]["sources"] == {"0.001": "read back"}
+    assert (tmp_path / "cpu_sweep" / "csd_lr0.001_seed10" / "point.json").exists()
     assert selection["csd_TS"] == {"from": "csd", "chosen": 1e-3}
     assert [(r["row"], r["lr"], len(r["epochs"])) for r in results["runs"]] == [("csd", 1e-3, 2), ("csd_TS", 1e-3, 2)]
     for run in results["runs"]:
@@ -213,7 +217,7 @@ def test_the_script_end_to_end_on_the_tiny_pair(tmp_path, tiny_data, capsys):
                       models=tiny_models())
     plan = capsys.readouterr().out
     assert "csd      seed 10: csd_lr0.001_seed10" in plan and "finished" in plan
-    assert "fkl: undecided: the search run fkl_lr0.001_seed10 (2 steps) is not trained yet" in plan
+    assert "| fkl | the search run fkl_lr0.001_seed10 (2 steps) is not trained yet |" in plan
     assert "for the 1 runs left" in plan
 
 
@@ -241,7 +245,7 @@ def fake_record(row: str, seed: int, rouge: float, distinct_2: float, self_bleu:
     epochs = [{"epoch": e + 1, "step": 50 * (e + 1), "rougeL": v, "loss": 1.0} for e, v in enumerate(curve)]
     return {"row": row, "seed": seed, "lr": 1e-4, "epochs": epochs,
             "best_epoch": max(epochs, key=lambda e: e["rougeL"])["epoch"], "test": {"best": scores, "last": scores},
-            "wall_s": 100.0}
+            "wall_s": 100.0, **({"threads": 1} if seed == 20 else {})}
 
 
 def stats(rouge: float, distinct_2: float, self_bleu: float = 10.0) -> dict:
@@ -295,6 +299,8 @@ def test_report_claims_follow_the_numbers(tmp_path):
     markdown = (tmp_path / "cpu_protocol.md").read_text()
     assert "the rank **changes**" in markdown and "CSD (S,S) **is** on it" in markdown and "All 12 runs" in markdown
     assert "| csd | 0.0001 | 25.00 ± 0.71 | 12.00 ± 0.50 |" in markdown
+    assert "torch threads per run: not recorded (sft seed 10, fkl seed 10, " in markdown
+    assert "; 1 (sft seed 20, fkl seed 20, " in markdown
     assert "3e-05: 11.00 (trained)" in markdown and "| **peak** (mean curve; per seed) | 3 (2, 3) |" in markdown
     assert (tmp_path / "cpu_protocol.png").stat().st_size > 10_000
 
@@ -314,3 +320,136 @@ def test_report_on_partial_records_names_what_is_missing(tmp_path):
     nothing = fake_results(25.0, 0.93, drop={(r, s) for r in TABLE_96 for s in (10, 20)})
     cpu_protocol_report.write(nothing, tmp_path)
     assert "**0 of 12 runs finished**" in (tmp_path / "cpu_protocol.md").read_text()
+
+
+# ---------------------------------------------------------------------- an edge decided at the protocol's budget
+class FakeProtocol:
+    """cached / run / log of a ProtocolSweep over records given as {run name: best validation ROUGE-L}; ``busy``
+    names raise Busy (another process trains them) the first ``busy_for`` times they are asked to run."""
+
+    def __init__(self, best: dict, trainable=(), busy=(), busy_for: int = 1, epochs: int = 20):
+        self.best, self.trainable, self.busy, self.busy_for = dict(best), dict(trainable), set(busy), busy_for
+        self.base = type("Base", (), {"train": type("Train", (), {"epochs": epochs})()})()
+        self.trained, self.asked, self.logged = [], {}, []
+
+    def record(self, name: str) -> dict:
+        return {"epochs": [{"epoch": 1, "rougeL": self.best[name] - 1}, {"epoch": 2, "rougeL": self.best[name]}]}
+
+    def cached(self, point):
+        return self.record(point.name) if point.name in self.best else None
+
+    def run(self, point):
+        self.asked[point.name] = self.asked.get(point.name, 0) + 1
+        if point.name in self.busy and self.asked[point.name] <= self.busy_for:
+            raise cpu_protocol.Busy(point.name)
+        if (record := self.cached(point)) is not None:  # another process finished it
+            return record
+        self.trained.append(point.name)
+        self.best[point.name] = self.trainable[point.name]
+        return self.record(point.name)
+
+    def log(self, line: str) -> None:
+        self.logged.append(line)
+
+
+def edge_selection() -> dict:
+    """CSD's search as it ran here: 1e-5 at the lower edge after two extensions; the grid alone chose 1e-4."""
+    csd = {"0.001": 11.11, "0.0003": 11.01, "0.0001": 11.90, "3e-05": 11.94, "1e-05": 13.06}
+    return {"csd": choose_lr([1e-4, 3e-4, 1e-3], scorer(csd)[0], 2),
+            "fkl": choose_lr([1e-4, 3e-4, 1e-3], scorer({"0.0001": 9.5, "0.0003": 13.9, "0.001": 13.3})[0], 2)}
+
+
+@pytest.mark.parametrize("best_inside, chosen", [(14.0, 1e-4), (12.0, 1e-5), (12.73, 1e-5)])  # higher, lower, tie
+def test_an_edge_rate_is_decided_over_the_protocols_epochs(best_inside, chosen):
+    protocol = FakeProtocol({"csd_lr1e-05_seed10": 12.73, "csd_lr0.0001_seed10": best_inside})
+    selections = edge_selection()
+    cpu_protocol.check_edges(protocol, selections, seed=10, train=False)
+    csd = selections["csd"]
+    assert csd["chosen"] == chosen and csd["search_chosen"] == 1e-5 and "undecided" not in csd
+    assert csd["budget_check"]["best_validation"] == {"1e-05": 12.73, "0.0001": best_inside}
+    assert csd["budget_check"]["candidates"] == [1e-5, 1e-4] and f"at {chosen:g} against" in csd["budget_check"]["reason"]
+    assert "budget_check" not in selections["fkl"] and selections["fkl"]["chosen"] == 3e-4  # inside: untouched
+    cpu_protocol.borrow(selections, ["csd", "csd_TS"])
+    assert selections["csd_TS"] == {"from": "csd", "chosen": chosen}
+    lines = cpu_protocol_report.selection_lines(selections)
+    assert any(line.startswith("| csd, checked over the protocol's epochs (seed 10") and f"| {chosen:g} |" in line
+               for line in lines)
+
+
+def test_an_edge_rate_waits_for_its_check_run():
+    protocol = FakeProtocol({"csd_lr1e-05_seed10": 12.73}, trainable={"csd_lr0.0001_seed10": 14.0},
+                            busy={"csd_lr0.0001_seed10"})
+    selections = edge_selection()
+    cpu_protocol.check_edges(protocol, selections, seed=10, train=False)  # a dry run trains nothing
+    assert "chosen" not in selections["csd"] and selections["csd"]["busy"] is False and protocol.asked == {}
+    assert "csd_lr0.0001_seed10 (20 epochs) is not finished" in selections["csd"]["undecided"]
+    cpu_protocol.borrow(selections, ["csd", "csd_mix"])
+    assert selections["csd_mix"] == {"from": "csd", "undecided": "csd's rate is undecided", "busy": False}
+    assert cpu_protocol.plan({"csd": ["loss=csd"]}, [10], selections)[0]["point"] is None
+    selections = edge_selection()
+    cpu_protocol.check_edges(protocol, selections, seed=10, train=True)  # another process holds it
+    assert selections["csd"]["busy"] is True and "another process" in selections["csd"]["undecided"]
+    selections = edge_selection()
+    cpu_protocol.check_edges(protocol, selections, seed=10, train=True)  # free now: trained here
+    assert selections["csd"]["chosen"] == 1e-4 and protocol.trained == ["csd_lr0.0001_seed10"]
+
+
+def test_no_check_when_the_search_could_not_extend():
+    selections = {"csd": choose_lr([1e-4, 3e-4], scorer({"0.0001": 2.0, "0.0003": 1.0})[0], 0)}
+    assert selections["csd"]["edge"] == "lower"
+    cpu_protocol.check_edges(FakeProtocol({}), selections, seed=10, train=True)
+    assert selections["csd"]["chosen"] == 1e-4 and "budget_check" not in selections["csd"]
+
+
+def test_two_processes_share_the_runs_and_the_rates_follow_the_check():
+    """This process finds the check run taken by another one: it trains what is free (fkl), waits, then reads the
+    check back and trains the CSD rows at the rate it chose."""
+    best = {"csd_lr1e-05_seed10": 12.73}
+    trainable = {"csd_lr0.0001_seed10": 14.0, "fkl_lr0.0003_seed10": 20.0, "csd_lr0.0001_seed20": 13.0,
+                 "csd_TS_lr0.0001_seed10": 10.0, "csd_TS_lr0.0001_seed20": 10.0, "fkl_lr0.0003_seed20": 19.0}
+    protocol = FakeProtocol(best, trainable, busy={"csd_lr0.0001_seed10", "fkl_lr0.0003_seed20"}, busy_for=2)
+    rows = {"fkl": ("loss=fkl",), "csd": ("loss=csd",), "csd_TS": ("loss=csd",)}
+    reports = []
+
+    def decide():
+        selections = edge_selection()
+        cpu_protocol.check_edges(protocol, selections, 10, True)
+        cpu_protocol.borrow(selections, list(rows))
+        return selections, cpu_protocol.plan(rows, [10, 20], selections)
+    selections, runs = cpu_protocol.run_protocol(protocol, decide, lambda s, r: reports.append(len(s)), wait_s=0)
+    assert selections["csd"]["chosen"] == 1e-4 and all(run["point"] for run in runs)
+    assert all(protocol.cached(run["point"]) for run in runs)
+    # fkl seed 10 while the check was busy; the check once the other process let it go, then the CSD rows at its
+    # rate; fkl seed 20 was busy once more, so csd seed 20 went before it
+    assert protocol.trained == ["fkl_lr0.0003_seed10", "csd_lr0.0001_seed10", "csd_TS_lr0.0001_seed10",
+                                "csd_lr0.0001_seed20", "fkl_lr0.0003_seed20", "csd_TS_lr0.0001_seed20"]
+    assert any(line.startswith("waiting 0 s for another process: csd") for line in protocol.logged)
+    assert len(reports) == len(trainable) - 1  # the check run is trained inside decide(): not a planned run's report
+
+
+def test_a_point_lock_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
+    import subprocess
+    import time
+
+    from csd.sweep import Busy, point_lock
+
+    (tmp_path / "point").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, fcntl; h = open(sys.argv[1], 'a'); fcntl.flock(h, fcntl.LOCK_EX); print('held', flush=True); "
+        "time.sleep(600)"), str(tmp_path / "point" / "lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Busy, match="another process"):
+            with point_lock(tmp_path / "point"):
+                pytest.fail("the lock was taken twice")
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.time() + 30
+    while True:  # the kernel drops a killed process's lock
+        try:
+            with point_lock(tmp_path / "point"):
+                break
+        except Busy:
+            assert time.time() < deadline, "the lock outlived its process"
+            time.sleep(0.1)
