@@ -222,12 +222,12 @@ def claim_lines(results: dict) -> list[str]:
     if "front_check" in c:
         lines.append(f"- Fidelity-diversity front: {c['front_check']}.")
         return lines
-    seeds = len(results["settings"]["seeds"])
+    seeds = len({r["seed"] for r in results["runs"] if r["row"] == "csd"})  # the seeds CSD (S,S) has finished
     for plane, label in (("distinct_2", "distinct-2"), ("self_bleu", "self-BLEU")):
         line = (f"- Front of ROUGE-L against {label} at {epochs} (these objectives, means): "
                 f"{', '.join(c[f'front_{plane}_protocol'])}; CSD (S,S) "
                 f"**{'is' if c[f'csd_on_front_{plane}_protocol'] else 'is not'}** "
-                f"on it (on the per-seed front in {c[f'csd_seeds_on_front_{plane}']} of {seeds} seeds)")
+                f"on it (on the per-seed front in {c[f'csd_seeds_on_front_{plane}']} of its {seeds} finished seed(s))")
         if f"csd_on_front_{plane}_96_steps" in c:
             line += (f"; at 96 steps (same objectives) it {'is' if c[f'csd_on_front_{plane}_96_steps'] else 'is not'} "
                      f"({', '.join(c[f'front_{plane}_96_steps'])})")

@@ -311,7 +311,9 @@ def test_report_on_partial_records_names_what_is_missing(tmp_path):
     assert "fkl" not in results["test_best"] and results["test_best"]["csd"]["rougeL"]["n"] == 1
     assert results["claims"]["ranking_protocol"] == ["sft", "csd", "csd_mix", "srkl", "csd_TS"]
     cpu_protocol_report.write(results, tmp_path)
-    assert "**9 of 12 runs finished**; missing: fkl seed 10 (not finished)" in (tmp_path / "cpu_protocol.md").read_text()
+    markdown = (tmp_path / "cpu_protocol.md").read_text()
+    assert "**9 of 12 runs finished**; missing: fkl seed 10 (not finished)" in markdown
+    assert "on the per-seed front in 1 of its 1 finished seed(s)" in markdown  # not "of 2": seed 20 has no CSD run
     no_csd = fake_results(25.0, 0.93, drop={("csd", 10), ("csd", 20)})
     assert no_csd["claims"]["rank_check"] == "not computable: no finished CSD (S,S) run"
     assert no_csd["claims"]["front_check"] == "not computable: no finished CSD (S,S) run"
