@@ -22,8 +22,9 @@ at the rate the unextended grid chose, and the higher best validation ROUGE-L ov
 take CSD's rate, as in the frontier.
 
 Two processes: run the same command in a second shell, each with --threads 1 (on the 2-core machine of 2026-12-06,
-two such SFT runs side by side made 1.38 steps/s together, one 2-thread run 1.15: tqdm's rates, not a benchmark). A run is trained by the process that takes its lock (csd.sweep.point_lock, freed when that
-process ends however it ends); the other goes on to a free run, and waits for the rest before its last report.
+two such SFT runs side by side made 1.38 steps/s together, one 2-thread run 1.15: tqdm's rates, not a benchmark).
+A run is trained by the process that takes its lock (csd.sweep.point_lock, freed when that process ends however it
+ends); the other goes on to a free run, and waits for the rest before its last report.
 
 Resumable: a finished run is read back from outputs/cpu_protocol/<run>/point.json; an interrupted one continues from
 its last complete epoch (train.save_every=epoch, train.resume=auto; the checkpoints go once the run is recorded, best/

@@ -165,7 +165,7 @@ def selection_lines(selections: dict) -> list[str]:
         elif "validation" not in sel:
             lines.append(f"| {row} | {sel['undecided']} | | |")
         else:
-            tried = " · ".join(f"{lr}: {v:.2f} ({sel.get('sources', {}).get(lr, '?')})" for lr, v in sel["validation"].items())
+            tried = " · ".join(f"{lr}: {v:.2f} ({sel['sources'].get(lr, '?')})" for lr, v in sel["validation"].items())
             short = sel.get("search_chosen", sel.get("chosen"))
             lines.append(f"| {row} | {tried} | {short:g} | {sel['reason']} |")
         if "budget_check" in sel:

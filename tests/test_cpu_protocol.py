@@ -357,8 +357,9 @@ class FakeProtocol:
 def edge_selection() -> dict:
     """CSD's search as it ran here: 1e-5 at the lower edge after two extensions; the grid alone chose 1e-4."""
     csd = {"0.001": 11.11, "0.0003": 11.01, "0.0001": 11.90, "3e-05": 11.94, "1e-05": 13.06}
-    return {"csd": choose_lr([1e-4, 3e-4, 1e-3], scorer(csd)[0], 2),
-            "fkl": choose_lr([1e-4, 3e-4, 1e-3], scorer({"0.0001": 9.5, "0.0003": 13.9, "0.001": 13.3})[0], 2)}
+    fkl = {"0.0001": 9.5, "0.0003": 13.9, "0.001": 13.3}
+    return {"csd": {**choose_lr([1e-4, 3e-4, 1e-3], scorer(csd)[0], 2), "sources": {"1e-05": "trained"}},
+            "fkl": {**choose_lr([1e-4, 3e-4, 1e-3], scorer(fkl)[0], 2), "sources": {}}}
 
 
 @pytest.mark.parametrize("best_inside, chosen", [(14.0, 1e-4), (12.0, 1e-5), (12.73, 1e-5)])  # higher, lower, tie
