@@ -21,8 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 MODEL_PATH_KEYS = ("name_or_path", "tokenizer", "peft_path", "lora_path")
-# What bad config or input raises: our checks, a missing optional package, Hydra/OmegaConf composition, interpolation.
-INPUT_ERRORS = (ValueError, FileNotFoundError, ImportError, HydraException, OmegaConfBaseException)
+
+
+class Busy(Exception):
+    """Another process holds the lock on this run's folder (csd.sweep.point_lock): it is training that run now."""
+
+
+# What bad config or input raises: our checks, a missing optional package, Hydra/OmegaConf composition, interpolation;
+# and a sweep started twice on the same runs (Busy).
+INPUT_ERRORS = (ValueError, FileNotFoundError, ImportError, HydraException, OmegaConfBaseException, Busy)
 
 
 def one_line(error: BaseException) -> str:

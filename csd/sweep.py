@@ -50,7 +50,7 @@ from csd.data import load_examples
 from csd.data.encoding import TrainCollator, build_dataset, pad_token_id_of
 from csd.evaluate import Generator, score, write_answers
 from csd.generation import autocast, eval_mode
-from csd.inputs import check_data_files, check_training_inputs
+from csd.inputs import Busy, check_data_files, check_training_inputs
 from csd.metrics import diversity
 from csd.models import Models
 from csd.step import lm_cross_entropy_sum, target_mask
@@ -294,10 +294,6 @@ class Sweep:
                 "threads": torch.get_num_threads()}
 
 
-class Busy(Exception):
-    """Another process holds this point's lock: it is training the point now."""
-
-
 @contextlib.contextmanager
 def point_lock(folder: Path) -> Iterator[None]:
     """Held while this process trains the point in ``folder``: an exclusive flock on ``folder/lock``. The kernel
@@ -308,7 +304,8 @@ def point_lock(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise Busy(f"{folder} is being trained by another process") from None
+            raise Busy(f"{folder} is being trained by another process; wait for it to finish or stop it (its lock "
+                       "frees when it ends)") from None
         try:
             yield
         finally:

@@ -269,6 +269,14 @@ def borrow(selections: dict, rows: Sequence[str]) -> None:
                                 "busy": source.get("busy", False)})
 
 
+def check_points(selections: dict, runs: Sequence[dict]) -> list[Point]:
+    """The budget checks' runs that are not planned runs (the candidate that lost): kept in the report too."""
+    planned = {run["point"].name for run in runs if run["point"]}
+    points = [Point(row, sel["budget_check"]["seed"], tuple(ROWS[row]), lr)
+              for row, sel in selections.items() if "budget_check" in sel for lr in sel["budget_check"]["candidates"]]
+    return [point for point in points if point.name not in planned]
+
+
 def lr_of(row: str, selections: dict) -> Optional[float]:
     return selections.get(LR_FROM.get(row, row), {}).get("chosen")
 
@@ -438,8 +446,9 @@ def main(argv: list[str], models: Optional[PairModels] = None) -> Optional[dict]
 
     def write_report(selections: dict, runs: list[dict]) -> dict:
         records = [r for r in (protocol.cached(run["point"]) for run in runs if run["point"]) if r is not None]
+        checks = [r for r in map(protocol.cached, check_points(selections, runs)) if r is not None]
         results = cpu_protocol_report.results_of(settings, selections, runs, records, (table or {}).get("rows", {}),
-                                                 started)
+                                                 started, checks)
         cpu_protocol_report.write(results, args.out)
         return results
     results = write_report(*(decide() if args.report_only else run_protocol(protocol, decide, write_report)))

@@ -121,9 +121,19 @@ def claims(best: dict, table_96: dict, runs: list[dict]) -> dict:
     return out
 
 
+def compute_of(record: dict) -> float:
+    """A run's seconds: its wall time; for a run resumed from a checkpoint, whose wall time is its last process's
+    alone, the time its epochs took (training and validation, kept in the checkpoints across processes) plus its test
+    scoring, when that is more. Steps trained again after an interruption are not counted."""
+    epochs = sum(e.get("train_s", 0) + e.get("eval_s", 0) for e in record.get("epochs", ()))
+    return max(record.get("wall_s", 0), epochs + sum(record.get("test_s", {}).values()))
+
+
 def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: Sequence[dict], table_96: dict,
-               started: float) -> dict:
-    """Everything the report shows, from the planned runs and the finished records."""
+               started: float, check_records: Sequence[dict] = ()) -> dict:
+    """Everything the report shows, from the planned runs and the finished records. ``check_records``: the budget
+    checks' runs that lost (not planned runs): kept whole in "check_runs" and counted in the compute, left out of
+    the tables."""
     found = {(r["row"], r["seed"]) for r in records}
     missing = [{"row": run["row"], "seed": run["seed"], "lr": run["lr"],
                 "why": "not finished" if run["lr"] else "its learning rate is undecided (a search run is missing)"}
@@ -131,13 +141,13 @@ def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: 
     curve = curves(records)
     best, last = aggregate(as_runs(records, "best"), metrics=METRICS), aggregate(as_runs(records, "last"), metrics=METRICS)
     table = {row: table_96[row] for row in best if row in table_96}
-    resumed = [f"{r['row']} seed {r['seed']}" for r in records if r.get("resumed_from_step")]
-    return {"settings": settings, "lr_selection": selections, "runs": list(records), "missing": missing,
+    return {"settings": settings, "lr_selection": selections, "runs": list(records),
+            "check_runs": list(check_records), "missing": missing,
             "validation_curves": curve, "peak_epoch": peak_epochs(records, curve), "test_best": best,
             "test_last": last, "table_96": table, "claims": claims(best, table, as_runs(records, "best")),
-            "compute_s": round(sum(r.get("wall_s", 0) for r in records) +
+            "compute_s": round(sum(map(compute_of, [*records, *check_records])) +
                                sum(s.get("search_s", 0) for s in selections.values()), 1),
-            "resumed_runs": resumed, "wall_s": round(time.time() - started, 1)}
+            "wall_s": round(time.time() - started, 1)}
 
 
 # ---------------------------------------------------------------------- markdown, figure
@@ -258,9 +268,10 @@ def markdown(results: dict) -> str:
         f"of the teacher's references in nats/token.", "",
         f"Command: `{s['command']}`  \nMachine: {s['machine']}; torch threads per run: {threads_line(results['runs'])}. "
         f"Compute: {results['compute_s'] / 3600:.2f} h of runs and lr search (each run's wall time, summed: runs "
-        f"that ran side by side count in full)" + (
-            f" (resumed runs count only their last process: {', '.join(results['resumed_runs'])})"
-            if results["resumed_runs"] else "") + ".", "", done, "",
+        f"that ran side by side count in full; a resumed run counts its epochs and test scoring over all its "
+        f"processes" + (f"; with the {len(results['check_runs'])} lr-check run(s) that lost: "
+                        + ", ".join(f"{r['row']} {r['lr']:g} seed {r['seed']}" for r in results["check_runs"])
+                        if results.get("check_runs") else "") + ").", "", done, "",
         f"## Learning rates: short-budget search ({search['steps']} steps, seed {search['seed']}, validation ROUGE-L "
         f"over {', '.join(f'{lr:g}' for lr in search['grid'])}, at most {search['edge_extensions']} steps past an edge)",
         "", *selection_lines(results["lr_selection"]), "",

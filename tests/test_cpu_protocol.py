@@ -324,6 +324,31 @@ def test_report_on_partial_records_names_what_is_missing(tmp_path):
     assert "**0 of 12 runs finished**" in (tmp_path / "cpu_protocol.md").read_text()
 
 
+def test_a_resumed_run_counts_every_process_and_the_check_loser_is_kept(tmp_path):
+    # a run resumed at epoch 3: wall time is the last process's 100 s; its epochs took 3 x (90 + 10) s, its tests 20 s
+    resumed = {**fake_record("csd", 10, 15.0, 0.8), "test_s": {"best": 12.0, "last": 8.0}}
+    for epoch in resumed["epochs"]:
+        epoch.update(train_s=90.0, eval_s=10.0)
+    assert cpu_protocol_report.compute_of(resumed) == 320.0
+    one_process = {**resumed, "wall_s": 400.0}  # setup and saving are in the wall time, not in the epochs
+    assert cpu_protocol_report.compute_of(one_process) == 400.0
+    # the check's losing candidate (1e-5) is not a planned run: kept whole, counted, left out of the tables
+    selections = edge_selection()
+    selections["csd"].update(chosen=1e-4, search_chosen=1e-5, budget_check={"seed": 10, "candidates": [1e-5, 1e-4]})
+    runs = cpu_protocol.plan({"csd": ("loss=csd",)}, [10, 20], selections)
+    assert [p.name for p in cpu_protocol.check_points(selections, runs)] == ["csd_lr1e-05_seed10"]
+    loser = {**fake_record("csd", 10, 5.0, 0.5), "lr": 1e-5, "wall_s": 250.0}
+    base = fake_results(15.0, 0.8)
+    results = cpu_protocol_report.results_of(base["settings"], base["lr_selection"], [
+        {"row": r["row"], "seed": r["seed"], "lr": r["lr"]} for r in base["runs"]], base["runs"], TABLE_96, 0.0,
+        [loser])
+    assert results["check_runs"] == [loser] and results["compute_s"] == 1200.0 + 250.0
+    assert results["test_best"]["csd"]["rougeL"]["n"] == 2 and results["test_best"]["csd"]["rougeL"]["mean"] == 15.0
+    cpu_protocol_report.write(results, tmp_path)
+    markdown = (tmp_path / "cpu_protocol.md").read_text()
+    assert "with the 1 lr-check run(s) that lost: csd 1e-05 seed 10" in markdown and "All 12 runs" in markdown
+
+
 # ---------------------------------------------------------------------- an edge decided at the protocol's budget
 class FakeProtocol:
     """cached / run / log of a ProtocolSweep over records given as {run name: best validation ROUGE-L}; ``busy``
@@ -434,6 +459,7 @@ def test_a_point_lock_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
     import subprocess
     import time
 
+    from csd.inputs import one_line_errors
     from csd.sweep import Busy, point_lock
 
     (tmp_path / "point").mkdir()
@@ -445,6 +471,11 @@ def test_a_point_lock_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
         with pytest.raises(Busy, match="another process"):
             with point_lock(tmp_path / "point"):
                 pytest.fail("the lock was taken twice")
+        # a script started twice (mini_table1.py, cpu_frontier.py share no runs): one line, no traceback
+        with pytest.raises(SystemExit, match=r"^mini_table1.py: error: .*point is being trained by another process; "
+                           "wait for it to finish or stop it"):
+            with one_line_errors("mini_table1.py"), point_lock(tmp_path / "point"):
+                pass
     finally:
         holder.kill()
         holder.wait()
