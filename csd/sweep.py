@@ -18,10 +18,10 @@ resumes where it stopped; a point whose settings changed has a new fingerprint a
 covers settings, not code: after changing the code, run with ``resume=False`` (scripts: --no-resume) or delete the
 folder.
 
-The teacher is run once, not once per point: off-policy points train from the teacher cache (``TEACHER_CACHE``,
-train.teacher_cache=auto; csd/teacher_cache.py), built by the first point from the teacher in memory and read by the
-others (same teacher, data, lengths, precision and head); each trainer then holds the teacher's head only. An override
-train.teacher_cache=null runs the live teacher; the point fingerprint leaves the setting out (the same numbers).
+The teacher is run once, not once per point: off-policy points train from the teacher cache (train.teacher_cache=auto,
+compose_reading_cache's default; csd/teacher_cache.py), built by the first point from the teacher in memory and read
+by the others (same teacher, data, lengths, precision and head); each trainer then holds the teacher's head only. An
+override train.teacher_cache=null runs the live teacher; the point fingerprint leaves the setting out (the same numbers).
 
 Learning rates are chosen on the validation split only (``select_lr``): each candidate is trained with the first seed
 and the one with the highest validation ROUGE-L wins; the test split never enters the choice. A choice at an edge of
@@ -59,10 +59,6 @@ from csd.teacher_cache import compose_reading_cache
 SPLITS = ("validation", "test")
 REFERENCE_ROWS = ("teacher", "student_init")
 METRICS = ("rougeL", "distinct_1", "distinct_2", "self_bleu", "mean_words", "nll")
-# Every off-policy point reads the teacher from one cache per (teacher, data, lengths, precision, head): the first
-# point builds it from the teacher already in memory, the others find it complete (csd/teacher_cache.py); on-policy
-# points (batches=imitkd/gkd) run the live teacher. docs/bench/teacher_cache: the quickstart's step with the cache.
-TEACHER_CACHE = "auto"
 # A learning rate chosen at an edge of its grid is tried one grid step further out, at most this many times per edge.
 EDGE_EXTENSIONS = 2
 
@@ -181,8 +177,9 @@ class Sweep:
 
     @staticmethod
     def compose(overrides: Sequence[str]):
-        """The overrides' config, reading the teacher from its cache (TEACHER_CACHE) unless they say otherwise."""
-        return compose_reading_cache(list(overrides), TEACHER_CACHE)[1]
+        """The overrides' config, reading the teacher from its cache (train.teacher_cache=auto) unless they say
+        otherwise."""
+        return compose_reading_cache(list(overrides))[1]
 
     def fingerprint(self, point: Point) -> str:
         cfg = OmegaConf.to_container(self.config(point), resolve=True)

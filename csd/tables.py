@@ -39,7 +39,6 @@ from csd.inputs import one_line_errors
 
 REPO_ROOT = CONFIG_DIR.parent
 TABLES_DIR = CONFIG_DIR / "tables"
-TEACHER_CACHE = "auto"  # off-policy rows read the teacher from one cache per (teacher, data): README "Teacher cache"
 EPILOG = """Anything else is a Hydra override added to every run (e.g. optim.lr=3e-5 output_root=/scratch);
 eval.<key>=<value> goes to csd.evaluate (eval.seeds=[10]). Environment: CSD_LAUNCH (default: this python) prefixes
 "-m csd.train" in real runs. The hub is used as huggingface_hub is told (HF_HUB_OFFLINE=1: local files only);
@@ -144,7 +143,7 @@ def row_config(run: Run, table: str, user: list[str], tiny: list[str] | None):
     from csd.teacher_cache import compose_reading_cache  # torch: not imported for --help
 
     return compose_reading_cache([*run.overrides, f"experiment_name={table}", f"run_name={run.row}", *(tiny or []),
-                                  *user], TEACHER_CACHE)
+                                  *user])
 
 
 def cache_builds(configured: list[tuple[Run, list[str], object]],
