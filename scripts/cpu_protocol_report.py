@@ -147,6 +147,9 @@ def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: 
             "test_last": last, "table_96": table, "claims": claims(best, table, as_runs(records, "best")),
             "compute_s": round(sum(map(compute_of, [*records, *check_records])) +
                                sum(s.get("search_s", 0) for s in selections.values()), 1),
+            "run_core_s": round(sum(compute_of(r) * r["threads"] for r in [*records, *check_records]
+                                    if r.get("threads")), 1),
+            "runs_without_threads": sum(not r.get("threads") for r in [*records, *check_records]),
             "wall_s": round(time.time() - started, 1)}
 
 
@@ -271,7 +274,10 @@ def markdown(results: dict) -> str:
         f"that ran side by side count in full; a resumed run counts its epochs and test scoring over all its "
         f"processes" + (f"; with the {len(results['check_runs'])} lr-check run(s) that lost: "
                         + ", ".join(f"{r['row']} {r['lr']:g} seed {r['seed']}" for r in results["check_runs"])
-                        if results.get("check_runs") else "") + ").", "", done, "",
+                        if results.get("check_runs") else "") + "); the runs alone: "
+        f"{results['run_core_s'] / 3600:.2f} core-hours (each one's time x its torch threads" + (
+            f"; {results['runs_without_threads']} run(s) without a thread count left out"
+            if results["runs_without_threads"] else "") + ").", "", done, "",
         f"## Learning rates: short-budget search ({search['steps']} steps, seed {search['seed']}, validation ROUGE-L "
         f"over {', '.join(f'{lr:g}' for lr in search['grid'])}, at most {search['edge_extensions']} steps past an edge)",
         "", *selection_lines(results["lr_selection"]), "",

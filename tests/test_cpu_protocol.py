@@ -337,16 +337,20 @@ def test_a_resumed_run_counts_every_process_and_the_check_loser_is_kept(tmp_path
     selections["csd"].update(chosen=1e-4, search_chosen=1e-5, budget_check={"seed": 10, "candidates": [1e-5, 1e-4]})
     runs = cpu_protocol.plan({"csd": ("loss=csd",)}, [10, 20], selections)
     assert [p.name for p in cpu_protocol.check_points(selections, runs)] == ["csd_lr1e-05_seed10"]
-    loser = {**fake_record("csd", 10, 5.0, 0.5), "lr": 1e-5, "wall_s": 250.0}
+    loser = {**fake_record("csd", 10, 5.0, 0.5), "lr": 1e-5, "wall_s": 250.0, "threads": 2}
     base = fake_results(15.0, 0.8)
     results = cpu_protocol_report.results_of(base["settings"], base["lr_selection"], [
         {"row": r["row"], "seed": r["seed"], "lr": r["lr"]} for r in base["runs"]], base["runs"], TABLE_96, 0.0,
         [loser])
     assert results["check_runs"] == [loser] and results["compute_s"] == 1200.0 + 250.0
+    # core-hours: seed 20's runs record 1 thread, the loser 2; seed 10's record none (left out, and said)
+    assert results["run_core_s"] == 6 * 100.0 + 2 * 250.0 and results["runs_without_threads"] == 6
     assert results["test_best"]["csd"]["rougeL"]["n"] == 2 and results["test_best"]["csd"]["rougeL"]["mean"] == 15.0
     cpu_protocol_report.write(results, tmp_path)
     markdown = (tmp_path / "cpu_protocol.md").read_text()
     assert "with the 1 lr-check run(s) that lost: csd 1e-05 seed 10" in markdown and "All 12 runs" in markdown
+    assert "the runs alone: 0.31 core-hours (each one's time x its torch threads; 6 run(s) without a thread count" \
+        in markdown
 
 
 # ---------------------------------------------------------------------- an edge decided at the protocol's budget
