@@ -43,7 +43,8 @@ def one_line(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def one_line_errors(prog: str) -> Iterator[None]:
-    """Bad config or input -> ``<prog>: error: <message>`` on one line of stderr and exit status 1, no traceback."""
+    """Bad config or input (INPUT_ERRORS) -> ``<prog>: error: <message>`` on one line of stderr and exit status 1, no
+    traceback."""
     try:
         yield
     except INPUT_ERRORS as error:

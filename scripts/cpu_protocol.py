@@ -270,10 +270,11 @@ def borrow(selections: dict, rows: Sequence[str]) -> None:
 
 
 def check_points(selections: dict, runs: Sequence[dict]) -> list[Point]:
-    """The budget checks' runs that are not planned runs (the candidate that lost): kept in the report too."""
+    """The decided budget checks' losing runs (not planned runs: kept in the report beside them)."""
     planned = {run["point"].name for run in runs if run["point"]}
     points = [Point(row, sel["budget_check"]["seed"], tuple(ROWS[row]), lr)
-              for row, sel in selections.items() if "budget_check" in sel for lr in sel["budget_check"]["candidates"]]
+              for row, sel in selections.items() if "reason" in sel.get("budget_check", {})
+              for lr in sel["budget_check"]["candidates"] if lr != sel["chosen"]]
     return [point for point in points if point.name not in planned]
 
 

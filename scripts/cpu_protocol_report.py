@@ -124,7 +124,8 @@ def claims(best: dict, table_96: dict, runs: list[dict]) -> dict:
 def compute_of(record: dict) -> float:
     """A run's seconds: its wall time; for a run resumed from a checkpoint, whose wall time is its last process's
     alone, the time its epochs took (training and validation, kept in the checkpoints across processes) plus its test
-    scoring, when that is more. Steps trained again after an interruption are not counted."""
+    scoring, when that is more. Steps trained again after an interruption are not counted; a record's ``threads`` are
+    its last process's."""
     epochs = sum(e.get("train_s", 0) + e.get("eval_s", 0) for e in record.get("epochs", ()))
     return max(record.get("wall_s", 0), epochs + sum(record.get("test_s", {}).values()))
 
@@ -250,6 +251,15 @@ def claim_lines(results: dict) -> list[str]:
     return lines
 
 
+def core_hours(results: dict) -> str:
+    """"; the runs alone: N core-hours (...)" ("" for a report written before run_core_s was kept)."""
+    if "run_core_s" not in results:
+        return ""
+    without = results.get("runs_without_threads", 0)
+    return (f"; the runs alone: {results['run_core_s'] / 3600:.2f} core-hours (each one's time x its torch threads"
+            + (f"; {without} run(s) without a thread count left out" if without else "") + ")")
+
+
 def markdown(results: dict) -> str:
     s, runs, missing = results["settings"], results["runs"], results["missing"]
     total = len(runs) + len(missing)
@@ -274,10 +284,7 @@ def markdown(results: dict) -> str:
         f"that ran side by side count in full; a resumed run counts its epochs and test scoring over all its "
         f"processes" + (f"; with the {len(results['check_runs'])} lr-check run(s) that lost: "
                         + ", ".join(f"{r['row']} {r['lr']:g} seed {r['seed']}" for r in results["check_runs"])
-                        if results.get("check_runs") else "") + "); the runs alone: "
-        f"{results['run_core_s'] / 3600:.2f} core-hours (each one's time x its torch threads" + (
-            f"; {results['runs_without_threads']} run(s) without a thread count left out"
-            if results["runs_without_threads"] else "") + ").", "", done, "",
+                        if results.get("check_runs") else "") + ")" + core_hours(results) + ".", "", done, "",
         f"## Learning rates: short-budget search ({search['steps']} steps, seed {search['seed']}, validation ROUGE-L "
         f"over {', '.join(f'{lr:g}' for lr in search['grid'])}, at most {search['edge_extensions']} steps past an edge)",
         "", *selection_lines(results["lr_selection"]), "",

@@ -336,7 +336,11 @@ def test_a_resumed_run_counts_every_process_and_the_check_loser_is_kept(tmp_path
     selections = edge_selection()
     selections["csd"].update(chosen=1e-4, search_chosen=1e-5, budget_check={"seed": 10, "candidates": [1e-5, 1e-4]})
     runs = cpu_protocol.plan({"csd": ("loss=csd",)}, [10, 20], selections)
+    assert [p.name for p in cpu_protocol.check_points(selections, runs)] == []  # undecided: no loser yet
+    selections["csd"]["budget_check"]["reason"] = "1e-4 wins"
     assert [p.name for p in cpu_protocol.check_points(selections, runs)] == ["csd_lr1e-05_seed10"]
+    only_borrowers = cpu_protocol.plan({"csd_mix": ("loss=csd",)}, [10], selections)  # csd itself is not planned
+    assert [p.name for p in cpu_protocol.check_points(selections, only_borrowers)] == ["csd_lr1e-05_seed10"]
     loser = {**fake_record("csd", 10, 5.0, 0.5), "lr": 1e-5, "wall_s": 250.0, "threads": 2}
     base = fake_results(15.0, 0.8)
     results = cpu_protocol_report.results_of(base["settings"], base["lr_selection"], [
@@ -351,6 +355,9 @@ def test_a_resumed_run_counts_every_process_and_the_check_loser_is_kept(tmp_path
     assert "with the 1 lr-check run(s) that lost: csd 1e-05 seed 10" in markdown and "All 12 runs" in markdown
     assert "the runs alone: 0.31 core-hours (each one's time x its torch threads; 6 run(s) without a thread count" \
         in markdown
+    for key in ("run_core_s", "runs_without_threads", "check_runs"):  # a JSON written before these were kept
+        del results[key]
+    assert "core-hours" not in cpu_protocol_report.markdown(results)
 
 
 # ---------------------------------------------------------------------- an edge decided at the protocol's budget
@@ -475,7 +482,7 @@ def test_a_point_lock_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
         with pytest.raises(Busy, match="another process"):
             with point_lock(tmp_path / "point"):
                 pytest.fail("the lock was taken twice")
-        # a script started twice (mini_table1.py, cpu_frontier.py share no runs): one line, no traceback
+        # mini_table1.py or cpu_frontier.py started while another process trains the same point: one line, no traceback
         with pytest.raises(SystemExit, match=r"^mini_table1.py: error: .*point is being trained by another process; "
                            "wait for it to finish or stop it"):
             with one_line_errors("mini_table1.py"), point_lock(tmp_path / "point"):
