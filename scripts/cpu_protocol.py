@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 python scripts/cpu_protocol.py [--seeds 10 20] [--objectives sft fkl srkl csd csd_mix csd_TS]
         [--epochs 20] [--threads N] [--out docs/results] [--dry-run [--s-per-step S --s-per-eval S]] [--report-only]
-        [--tiny] [hydra overrides]
+        [--no-probes] [--tiny] [hydra overrides]
 
 The quickstart pair (experiment=quickstart: SmolLM2-135M-Instruct -> its 8-layer cut, bf16) trained as the release
 trains (`--epochs 20 --do-valid --eval-gen`): 20 epochs of the 400 training instructions (50 steps of 8 per epoch, 1,000
@@ -19,7 +19,9 @@ docs/results/cpu_frontier.json or mini_table1.json are used where that file's se
 lacks are trained into outputs/cpu_sweep/ (shared with those scripts). A row whose search still ends at an edge after
 the extensions is decided at the protocol's own budget (check_edges): its seed-10 run is trained at that edge rate and
 at the rate the unextended grid chose, and the higher best validation ROUGE-L over the epochs wins. csd_mix and csd_TS
-take CSD's rate, as in the frontier.
+take CSD's rate, as in the frontier. Once every planned run is in, a row at its own rate whose runs all peak at their
+last epoch (still rising) gets a probe (rising_probes): one seed-10 run at the next rate up its search tried, reported
+beside the chosen rate's run; it changes no choice (--no-probes: none).
 
 Two processes: run the same command in a second shell, each with --threads 1 (on the 2-core machine of 2026-12-06,
 two such SFT runs side by side made 1.38 steps/s together, one 2-thread run 1.15: tqdm's rates, not a benchmark).
@@ -278,6 +280,28 @@ def check_points(selections: dict, runs: Sequence[dict]) -> list[Point]:
     return [point for point in points if point.name not in planned]
 
 
+def peaked_last(record: dict) -> bool:
+    """The run's best validation is its last epoch's: still rising when training stopped."""
+    return record["best_epoch"] == record["epochs"][-1]["epoch"]
+
+
+def rising_probes(protocol: ProtocolSweep, selections: dict, runs: Sequence[dict], seed: int) -> list[dict]:
+    """Rows at their own rate whose every planned run is finished and peaks at its last epoch: one more run (``seed``)
+    at the next rate up that the row's search tried. A probe, not a choice: whether the chosen rate held the row back
+    at this budget (the selection is left as it is; the report sets the probe beside the chosen rate's run)."""
+    probes = []
+    for row, sel in selections.items():
+        own = [run for run in runs if run["row"] == row and run["point"] is not None]
+        records = [protocol.cached(run["point"]) for run in own]
+        if "from" in sel or "chosen" not in sel or not own or None in records or not all(map(peaked_last, records)):
+            continue
+        higher = sorted(lr for lr in {*sel.get("grid", ()), *map(float, sel.get("validation", {}))} if lr > sel["chosen"])
+        if higher:
+            probes.append({"row": row, "seed": seed, "lr": higher[0], "probe": True,
+                           "point": Point(row, seed, own[0]["point"].overrides, higher[0])})
+    return probes
+
+
 def lr_of(row: str, selections: dict) -> Optional[float]:
     return selections.get(LR_FROM.get(row, row), {}).get("chosen")
 
@@ -320,7 +344,8 @@ def describe_plan(protocol: ProtocolSweep, runs: list[dict], selections: dict, s
         if state != "finished":
             left += 1
             steps_left += total - (int(done.name.split("_")[1]) if done else 0)
-        lines.append(f"  {run['row']:8s} seed {run['seed']}: {point.name if point else '-':28s} {state}")
+        lines.append(f"  {run['row']:8s} seed {run['seed']}: {point.name if point else '-':28s} {state}"
+                     + (" (probe: the next rate up; its runs all peak at their last epoch)" if run.get("probe") else ""))
     if s_per_step and s_per_eval:
         # a validation generates train.eval_generate prompts; test scoring (twice) and a search run's scoring
         # (validation + test) are taken to cost in proportion to their prompts
@@ -387,6 +412,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--search-results", type=Path, nargs="*", default=list(SEARCH_RESULTS),
                    help="results JSONs whose lr search (validation scores) and 96-step table are used where their "
                         "settings equal the search's")
+    p.add_argument("--no-probes", dest="probes", action="store_false",
+                   help="no probe runs (a row whose runs all peak at their last epoch gets one at the next rate up)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     p.add_argument("--experiment", default=EXPERIMENT, help="runs go to <output_root>/<experiment>/<run>/")
@@ -431,7 +458,8 @@ def main(argv: list[str], models: Optional[PairModels] = None) -> Optional[dict]
                                 args.edge_extensions, known_validation(searched, args.search_seed), source, train)
         check_edges(protocol, selections, args.search_seed, train)
         borrow(selections, list(rows))
-        return selections, plan(rows, args.seeds, selections)
+        runs = plan(rows, args.seeds, selections)
+        return selections, runs + (rising_probes(protocol, selections, runs, args.search_seed) if args.probes else [])
     if args.dry_run:
         selections, runs = decide()
         print(describe_plan(protocol, runs, selections, args.search_steps, args.s_per_step, args.s_per_eval))
@@ -446,10 +474,12 @@ def main(argv: list[str], models: Optional[PairModels] = None) -> Optional[dict]
     args.out.mkdir(parents=True, exist_ok=True)
 
     def write_report(selections: dict, runs: list[dict]) -> dict:
-        records = [r for r in (protocol.cached(run["point"]) for run in runs if run["point"]) if r is not None]
-        checks = [r for r in map(protocol.cached, check_points(selections, runs)) if r is not None]
-        results = cpu_protocol_report.results_of(settings, selections, runs, records, (table or {}).get("rows", {}),
-                                                 started, checks)
+        planned, probes = [r for r in runs if not r.get("probe")], [r for r in runs if r.get("probe")]
+        records = [r for r in (protocol.cached(run["point"]) for run in planned if run["point"]) if r is not None]
+        checks = [r for r in map(protocol.cached, check_points(selections, planned)) if r is not None]
+        probed = [r for r in (protocol.cached(run["point"]) for run in probes) if r is not None]
+        results = cpu_protocol_report.results_of(settings, selections, planned, records,
+                                                 (table or {}).get("rows", {}), started, checks, probes, probed)
         cpu_protocol_report.write(results, args.out)
         return results
     results = write_report(*(decide() if args.report_only else run_protocol(protocol, decide, write_report)))

@@ -130,11 +130,34 @@ def compute_of(record: dict) -> float:
     return max(record.get("wall_s", 0), epochs + sum(record.get("test_s", {}).values()))
 
 
+def probe_lines_of(probes: Sequence[dict], probe_records: Sequence[dict], records: Sequence[dict]) -> list[dict]:
+    """Each probe (cpu_protocol.rising_probes) beside the same row and seed at the chosen rate: best validation
+    ROUGE-L over the epochs and test ROUGE-L at the best checkpoint; "higher_validation" is the protocol's own
+    criterion."""
+    def best_val(record: dict) -> float:
+        return max(e["rougeL"] for e in record["epochs"])
+    out = []
+    for probe in probes:
+        record = next((r for r in probe_records if (r["row"], r["seed"], r["lr"]) ==
+                       (probe["row"], probe["seed"], probe["lr"])), None)
+        chosen = next(r for r in records if (r["row"], r["seed"]) == (probe["row"], probe["seed"]))
+        line = {"row": probe["row"], "seed": probe["seed"], "lr": probe["lr"], "chosen_lr": chosen["lr"],
+                "chosen_best_validation": best_val(chosen), "chosen_best_epoch": chosen["best_epoch"],
+                "chosen_test_rougeL": chosen["test"]["best"]["rougeL"], "finished": record is not None}
+        if record is not None:
+            line.update(best_validation=best_val(record), best_epoch=record["best_epoch"],
+                        test_rougeL=record["test"]["best"]["rougeL"],
+                        higher_validation=best_val(record) > best_val(chosen))
+        out.append(line)
+    return out
+
+
 def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: Sequence[dict], table_96: dict,
-               started: float, check_records: Sequence[dict] = ()) -> dict:
+               started: float, check_records: Sequence[dict] = (), probes: Sequence[dict] = (),
+               probe_records: Sequence[dict] = ()) -> dict:
     """Everything the report shows, from the planned runs and the finished records. ``check_records``: the budget
-    checks' runs that lost (not planned runs): kept whole in "check_runs" and counted in the compute, left out of
-    the tables."""
+    checks' runs that lost, ``probe_records``: the finished ``probes`` (not planned runs): kept whole in
+    "check_runs" and "probe_runs" and counted in the compute, left out of the tables."""
     found = {(r["row"], r["seed"]) for r in records}
     missing = [{"row": run["row"], "seed": run["seed"], "lr": run["lr"],
                 "why": "not finished" if run["lr"] else "its learning rate is undecided (a search run is missing)"}
@@ -143,14 +166,15 @@ def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: 
     best, last = aggregate(as_runs(records, "best"), metrics=METRICS), aggregate(as_runs(records, "last"), metrics=METRICS)
     table = {row: table_96[row] for row in best if row in table_96}
     return {"settings": settings, "lr_selection": selections, "runs": list(records),
-            "check_runs": list(check_records), "missing": missing,
+            "check_runs": list(check_records), "probe_runs": list(probe_records),
+            "probes": probe_lines_of(probes, probe_records, records), "missing": missing,
             "validation_curves": curve, "peak_epoch": peak_epochs(records, curve), "test_best": best,
             "test_last": last, "table_96": table, "claims": claims(best, table, as_runs(records, "best")),
-            "compute_s": round(sum(map(compute_of, [*records, *check_records])) +
+            "compute_s": round(sum(map(compute_of, [*records, *check_records, *probe_records])) +
                                sum(s.get("search_s", 0) for s in selections.values()), 1),
-            "run_core_s": round(sum(compute_of(r) * r["threads"] for r in [*records, *check_records]
+            "run_core_s": round(sum(compute_of(r) * r["threads"] for r in [*records, *check_records, *probe_records]
                                     if r.get("threads")), 1),
-            "runs_without_threads": sum(not r.get("threads") for r in [*records, *check_records]),
+            "runs_without_threads": sum(not r.get("threads") for r in [*records, *check_records, *probe_records]),
             "wall_s": round(time.time() - started, 1)}
 
 
@@ -251,6 +275,27 @@ def claim_lines(results: dict) -> list[str]:
     return lines
 
 
+def probe_section(results: dict) -> list[str]:
+    """The probes: rows still rising at their last epoch, one run at the next rate up ([] when there are none)."""
+    if not results.get("probes"):
+        return []
+    lines = ["## Probes: a row whose runs all peak at their last epoch, one run at the next rate up its search tried",
+             "", "| objective | seed | lr | best validation ROUGE-L (epoch) | test ROUGE-L at best | verdict |",
+             "|---|---|---|---|---|---|"]
+    for p in results["probes"]:
+        lines.append(f"| {p['row']} | {p['seed']} | {p['chosen_lr']:g} (chosen) | {p['chosen_best_validation']:.2f} "
+                     f"({p['chosen_best_epoch']:g}) | {p['chosen_test_rougeL']:.2f} | |")
+        if not p["finished"]:
+            lines.append(f"| {p['row']} | {p['seed']} | {p['lr']:g} | not finished | | |")
+            continue
+        verdict = (f"higher: {p['chosen_lr']:g} may hold {p['row']} back at this budget (the protocol's runs at "
+                   f"{p['lr']:g} are not run; the choice stands as the rule made it)" if p["higher_validation"] else
+                   f"not higher: {p['chosen_lr']:g} stands")
+        lines.append(f"| {p['row']} | {p['seed']} | {p['lr']:g} | {p['best_validation']:.2f} ({p['best_epoch']:g}) | "
+                     f"{p['test_rougeL']:.2f} | {verdict} |")
+    return [*lines, ""]
+
+
 def core_hours(results: dict) -> str:
     """"; the runs alone: N core-hours (...)" ("" for a report written before run_core_s was kept)."""
     if "run_core_s" not in results:
@@ -284,7 +329,9 @@ def markdown(results: dict) -> str:
         f"that ran side by side count in full; a resumed run counts its epochs and test scoring over all its "
         f"processes" + (f"; with the {len(results['check_runs'])} lr-check run(s) that lost: "
                         + ", ".join(f"{r['row']} {r['lr']:g} seed {r['seed']}" for r in results["check_runs"])
-                        if results.get("check_runs") else "") + ")" + core_hours(results) + ".", "", done, "",
+                        if results.get("check_runs") else "") + (
+            f"; with the {len(results['probe_runs'])} probe run(s)" if results.get("probe_runs") else "")
+        + ")" + core_hours(results) + ".", "", done, "",
         f"## Learning rates: short-budget search ({search['steps']} steps, seed {search['seed']}, validation ROUGE-L "
         f"over {', '.join(f'{lr:g}' for lr in search['grid'])}, at most {search['edge_extensions']} steps past an edge)",
         "", *selection_lines(results["lr_selection"]), "",
@@ -292,7 +339,7 @@ def markdown(results: dict) -> str:
         f"## Test at the best checkpoint, beside the 96-step table ({s.get('table_96') or 'none with these settings'})",
         "", *table_lines(results), "",
         "## The claims, checked by scripts/cpu_protocol_report.py on the means at the best checkpoint", "",
-        *claim_lines(results), "", "![protocol](cpu_protocol.png)", ""])
+        *claim_lines(results), "", *probe_section(results), "![protocol](cpu_protocol.png)", ""])
 
 
 def figure(results: dict, path: Path) -> None:

@@ -498,3 +498,52 @@ def test_a_point_lock_is_held_by_one_process_and_freed_when_it_dies(tmp_path):
         except Busy:
             assert time.time() < deadline, "the lock outlived its process"
             time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------- a row still rising: one probe run
+def test_a_row_still_rising_at_its_last_epoch_gets_one_probe_at_the_next_rate_up(tmp_path):
+    from types import SimpleNamespace
+
+    selections = edge_selection()
+    selections["csd"].update(chosen=1e-4, search_chosen=1e-5, budget_check={"seed": 10, "candidates": [1e-5, 1e-4],
+                                                                             "reason": "1e-4 wins"})
+    cpu_protocol.borrow(selections, ["csd", "fkl", "csd_TS"])
+    rows = {"csd": ("loss=csd",), "fkl": ("loss=fkl",), "csd_TS": ("loss=csd", "loss.weighting=TS")}
+    runs = cpu_protocol.plan(rows, [10, 20], selections)
+    rising, peaked = (5.0, 6.0, 7.0), (5.0, 8.0, 7.0)
+    store = {run["point"].name: {**fake_record(run["row"], run["seed"], 15.0, 0.8, curve=rising), "lr": run["lr"]}
+             for run in runs}
+    store["fkl_lr0.0003_seed20"] = {**fake_record("fkl", 20, 20.0, 0.9, curve=peaked), "lr": 3e-4}  # fkl peaked once
+    protocol = SimpleNamespace(cached=lambda point: store.get(point.name))
+    probes = cpu_protocol.rising_probes(protocol, selections, runs, seed=10)
+    # csd: both seeds peak at epoch 3 of 3, its search tried 3e-4 next; fkl: seed 20 peaked at 2; csd_TS: a borrowed rate
+    assert [(p["row"], p["lr"], p["point"].name, p["probe"]) for p in probes] == [
+        ("csd", 3e-4, "csd_lr0.0003_seed10", True)]
+    assert probes[0]["point"].overrides == ("loss=csd",)
+    del store["csd_lr0.0001_seed20"]  # a planned run not finished: no probe yet
+    assert cpu_protocol.rising_probes(protocol, selections, runs, seed=10) == []
+    store["csd_lr0.0001_seed20"] = store["csd_lr0.0001_seed10"]
+    selections["csd"]["chosen"] = 1e-3  # nothing above the highest rate tried
+    csd_only = cpu_protocol.plan({"csd": ("loss=csd",)}, [10], selections)
+    assert cpu_protocol.rising_probes(protocol, selections, csd_only, 10) == []
+    # the report: the probe beside the chosen rate's seed-10 run, counted in the compute, out of the tables
+    base = fake_results(15.0, 0.8)
+    planned = [{"row": r["row"], "seed": r["seed"], "lr": r["lr"]} for r in base["runs"]]
+    unfinished = cpu_protocol_report.results_of(base["settings"], base["lr_selection"], planned, base["runs"],
+                                                TABLE_96, 0.0, (), probes)
+    assert unfinished["probes"][0]["finished"] is False and "| csd | 10 | 0.0003 | not finished |" in \
+        cpu_protocol_report.markdown(unfinished)
+    for best, verdict in ((16.0, "higher: 0.0001 may hold csd back at this budget"), (7.5, "not higher: 0.0001 stands")):
+        probe = {**fake_record("csd", 10, 30.0, 0.8, curve=(5.0, best, 7.0)), "lr": 3e-4, "wall_s": 300.0, "threads": 2}
+        results = cpu_protocol_report.results_of(base["settings"], base["lr_selection"], planned, base["runs"],
+                                                 TABLE_96, 0.0, (), probes, [probe])
+        line = results["probes"][0]
+        assert (line["chosen_lr"], line["chosen_best_validation"], line["best_validation"]) == (1e-4, 8.0, best)
+        assert line["higher_validation"] is (best > 8.0) and line["test_rougeL"] == 30.0 and line["best_epoch"] == 2
+        assert results["probe_runs"] == [probe] and results["compute_s"] == 1200.0 + 300.0
+        assert results["test_best"]["csd"]["rougeL"]["mean"] == 15.0  # the probe is not in the table
+        cpu_protocol_report.write(results, tmp_path)
+        markdown = (tmp_path / "cpu_protocol.md").read_text()
+        assert "## Probes: a row whose runs all peak at their last epoch" in markdown and verdict in markdown
+        assert f"| csd | 10 | 0.0003 | {best:.2f} (2) | 30.00 |" in markdown and "with the 1 probe run(s)" in markdown
+    assert "## Probes" not in cpu_protocol_report.markdown(base)
