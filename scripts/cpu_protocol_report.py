@@ -256,7 +256,9 @@ def claim_lines(results: dict) -> list[str]:
         lines.append(f"- ROUGE-L rank of CSD (S,S) among the {n} objectives in both tables: {c['csd_rank_96_steps']} at "
                      f"96 steps ({', '.join(c['ranking_96_steps'])}), {c['csd_rank_protocol']} at {epochs} "
                      f"({', '.join(c['ranking_protocol'])}): the rank "
-                     f"**{'changes' if c['csd_rank_changed'] else 'does not change'}**.")
+                     f"**{'changes' if c['csd_rank_changed'] else 'does not change'}**"
+                     + (f" ({'up' if c['csd_rank_protocol'] < c['csd_rank_96_steps'] else 'down'})"
+                        if c["csd_rank_changed"] else "") + ".")
     if "front_check" in c:
         lines.append(f"- Fidelity-diversity front: {c['front_check']}.")
         return lines

@@ -297,7 +297,8 @@ def test_report_claims_follow_the_numbers(tmp_path):
     assert results["compute_s"] == 1200.0
     cpu_protocol_report.write(results, tmp_path)
     markdown = (tmp_path / "cpu_protocol.md").read_text()
-    assert "the rank **changes**" in markdown and "CSD (S,S) **is** on it" in markdown and "All 12 runs" in markdown
+    assert "the rank **changes** (down)." in cpu_protocol_report.markdown(fake_results(5.0, 0.85))  # 5th -> 6th
+    assert "the rank **changes** (up)." in markdown and "CSD (S,S) **is** on it" in markdown and "All 12 runs" in markdown
     assert "| csd | 0.0001 | 25.00 ± 0.71 | 12.00 ± 0.50 |" in markdown
     assert "torch threads per run: not recorded (sft seed 10, fkl seed 10, " in markdown
     assert "; 1 (sft seed 20, fkl seed 20, " in markdown
