@@ -130,10 +130,14 @@ def compute_of(record: dict) -> float:
     return max(record.get("wall_s", 0), epochs + sum(record.get("test_s", {}).values()))
 
 
-def probe_lines_of(probes: Sequence[dict], probe_records: Sequence[dict], records: Sequence[dict]) -> list[dict]:
+def probe_lines_of(probes: Sequence[dict], probe_records: Sequence[dict], records: Sequence[dict],
+                   best: dict) -> list[dict]:
     """Each probe (cpu_protocol.rising_probes) beside the same row and seed at the chosen rate: best validation
     ROUGE-L over the epochs and test ROUGE-L at the best checkpoint; "higher_validation" is the protocol's own
-    criterion."""
+    criterion. "rank_chosen": the row's ROUGE-L rank among the means at the best checkpoint (``best``);
+    "rank_with_probe": its rank were its mean the probe's one test score."""
+    def rank(row: str, value: float) -> int:
+        return 1 + sum(stats["rougeL"]["mean"] > value for other, stats in best.items() if other != row)
     def best_val(record: dict) -> float:
         return max(e["rougeL"] for e in record["epochs"])
     out = []
@@ -147,7 +151,9 @@ def probe_lines_of(probes: Sequence[dict], probe_records: Sequence[dict], record
         if record is not None:
             line.update(best_validation=best_val(record), best_epoch=record["best_epoch"],
                         test_rougeL=record["test"]["best"]["rougeL"],
-                        higher_validation=best_val(record) > best_val(chosen))
+                        higher_validation=best_val(record) > best_val(chosen), of=len(best),
+                        rank_chosen=rank(probe["row"], best[probe["row"]]["rougeL"]["mean"]),
+                        rank_with_probe=rank(probe["row"], record["test"]["best"]["rougeL"]))
         out.append(line)
     return out
 
@@ -167,7 +173,7 @@ def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: 
     table = {row: table_96[row] for row in best if row in table_96}
     return {"settings": settings, "lr_selection": selections, "runs": list(records),
             "check_runs": list(check_records), "probe_runs": list(probe_records),
-            "probes": probe_lines_of(probes, probe_records, records), "missing": missing,
+            "probes": probe_lines_of(probes, probe_records, records, best), "missing": missing,
             "validation_curves": curve, "peak_epoch": peak_epochs(records, curve), "test_best": best,
             "test_last": last, "table_96": table, "claims": claims(best, table, as_runs(records, "best")),
             "compute_s": round(sum(map(compute_of, [*records, *check_records, *probe_records])) +
@@ -293,6 +299,8 @@ def probe_section(results: dict) -> list[str]:
         verdict = (f"higher: {p['chosen_lr']:g} may hold {p['row']} back at this budget (the protocol's runs at "
                    f"{p['lr']:g} are not run; the choice stands as the rule made it)" if p["higher_validation"] else
                    f"not higher: {p['chosen_lr']:g} stands")
+        verdict += (f"; by test ROUGE-L {p['row']} ranks {p['rank_chosen']} of {p['of']} at {p['chosen_lr']:g}, and "
+                    f"would rank {p['rank_with_probe']} with this one seed's score as its mean")
         lines.append(f"| {p['row']} | {p['seed']} | {p['lr']:g} | {p['best_validation']:.2f} ({p['best_epoch']:g}) | "
                      f"{p['test_rougeL']:.2f} | {verdict} |")
     return [*lines, ""]

@@ -541,10 +541,14 @@ def test_a_row_still_rising_at_its_last_epoch_gets_one_probe_at_the_next_rate_up
         line = results["probes"][0]
         assert (line["chosen_lr"], line["chosen_best_validation"], line["best_validation"]) == (1e-4, 8.0, best)
         assert line["higher_validation"] is (best > 8.0) and line["test_rougeL"] == 30.0 and line["best_epoch"] == 2
+        # csd's mean 15.0 ranks 3rd of 6: only sft (30) and fkl (20) are above it (csd_mix's equal 15.0 is not);
+        # 30.0 would tie sft: 1st (only a higher mean ranks above)
+        assert (line["rank_chosen"], line["rank_with_probe"], line["of"]) == (3, 1, 6)
         assert results["probe_runs"] == [probe] and results["compute_s"] == 1200.0 + 300.0
         assert results["test_best"]["csd"]["rougeL"]["mean"] == 15.0  # the probe is not in the table
         cpu_protocol_report.write(results, tmp_path)
         markdown = (tmp_path / "cpu_protocol.md").read_text()
         assert "## Probes: a row whose runs all peak at their last epoch" in markdown and verdict in markdown
         assert f"| csd | 10 | 0.0003 | {best:.2f} (2) | 30.00 |" in markdown and "with the 1 probe run(s)" in markdown
+        assert "; by test ROUGE-L csd ranks 3 of 6 at 0.0001, and would rank 1 with this one seed's score" in markdown
     assert "## Probes" not in cpu_protocol_report.markdown(base)
