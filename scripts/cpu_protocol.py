@@ -18,8 +18,9 @@ ROUGE-L over {1e-4, 3e-4, 1e-3}, extended past an edge by csd.sweep.choose_lr): 
 docs/results/cpu_frontier.json or mini_table1.json are used where that file's settings equal the search's; values it
 lacks are trained into outputs/cpu_sweep/ (shared with those scripts). A row whose search still ends at an edge after
 the extensions is decided at the protocol's own budget (check_edges): its seed-10 run is trained at that edge rate and
-at the rate the unextended grid chose, and the higher best validation ROUGE-L over the epochs wins. csd_mix and csd_TS
-take CSD's rate, as in the frontier. Once every planned run is in, a row at its own rate whose runs all peak at their
+at the rate the unextended grid chose, then at the next rate the search tried while the better one is the highest (or
+lowest) compared; the highest best validation ROUGE-L over the epochs wins. csd_mix and csd_TS take CSD's rate, as in
+the frontier. Once every planned run is in, a row at its own rate whose runs all peak at their
 last epoch (still rising) gets a probe (rising_probes): one seed-10 run at the next rate up its search tried, reported
 beside the chosen rate's run; it changes no choice (--no-probes: none).
 
@@ -225,13 +226,15 @@ def select_lrs(search: Sweep, rows: Sequence[str], grid: Sequence[float], seed: 
 
 def check_edges(protocol: ProtocolSweep, selections: dict, seed: int, train: bool = True) -> None:
     """A row whose short search still ends at an edge after the extensions (CSD (S,S) at 1e-5 here) is decided at the
-    protocol's own budget: its ``seed`` run is trained at that edge rate and at the rate the unextended grid chose,
-    and the one with the higher best validation ROUGE-L over the epochs is the row's rate for every seed (ties: the
-    search's). The short search picks early progress; the protocol keeps the best of 20 epochs. Both runs are
-    protocol runs, so the chosen one is also the row's ``seed`` run. Adds "budget_check" {"seed", "candidates",
-    "best_validation" {"<lr>": score}, "reason"} and sets "chosen" to the decided rate ("search_chosen" keeps the
-    search's); while a check run is missing (not ``train``, another process training it, stopped early) the row is
-    "undecided" ("busy" when another process holds it)."""
+    protocol's own budget: its ``seed`` run is trained at that edge rate and at the rate the unextended grid chose;
+    while the better of the candidates (higher best validation ROUGE-L over the epochs; ties: the earlier candidate)
+    is the highest or the lowest of them, the next rate the search tried beyond it joins them, so the choice ends
+    bracketed by the rates each side, or at the edge of what the search tried (said in the reason). That rate is
+    the row's for every seed. The short search picks early progress; the protocol keeps the best of 20 epochs. The
+    candidates' runs are protocol runs, so the chosen one is also the row's ``seed`` run. Adds "budget_check"
+    {"seed", "candidates", "best_validation" {"<lr>": score}, "reason"} and sets "chosen" to the decided rate
+    ("search_chosen" keeps the search's); while a candidate's run is missing (not ``train``, another process training
+    it, stopped early) the row is "undecided" ("busy" when another process holds it)."""
     for row, sel in selections.items():
         if sel.get("edge") not in ("lower", "upper"):
             continue
@@ -239,26 +242,42 @@ def check_edges(protocol: ProtocolSweep, selections: dict, seed: int, train: boo
         if inside == sel["chosen"]:  # no extension was allowed: nothing to compare
             continue
         sel["search_chosen"] = short = sel.pop("chosen")
-        check = sel["budget_check"] = {"seed": seed, "candidates": [short, inside], "best_validation": {}}
-        for lr in (short, inside):
-            point = Point(row, seed, tuple(ROWS[row]), lr)
-            try:
-                record = protocol.cached(point) or (protocol.run(point) if train else None)
-            except Busy:
-                sel.update(undecided=f"its check run {point.name} is being trained by another process", busy=True)
-                break
-            if record is None:
-                sel.update(undecided=f"its check run {point.name} ({protocol.base.train.epochs} epochs) is not "
-                           "finished", busy=False)
-                break
-            check["best_validation"][f"{lr:g}"] = max(e["rougeL"] for e in record["epochs"])
-        else:
+        tried = sorted({*sel["grid"], *map(float, sel["validation"])})
+        candidates = [short, inside]
+        check = sel["budget_check"] = {"seed": seed, "candidates": candidates, "best_validation": {}}
+        while True:
             scores = check["best_validation"]
-            chosen = sel["chosen"] = inside if scores[f"{inside:g}"] > scores[f"{short:g}"] else short
-            other = inside if chosen == short else short
-            check["reason"] = (f"the search ended at its {sel['edge']} edge; over {protocol.base.train.epochs} epochs "
-                               f"(seed {seed}) the best validation ROUGE-L is {scores[f'{chosen:g}']:.2f} at "
-                               f"{chosen:g} against {scores[f'{other:g}']:.2f} at {other:g}")
+            for lr in candidates:
+                if f"{lr:g}" in scores:
+                    continue
+                point = Point(row, seed, tuple(ROWS[row]), lr)
+                try:
+                    record = protocol.cached(point) or (protocol.run(point) if train else None)
+                except Busy:
+                    sel.update(undecided=f"its check run {point.name} is being trained by another process", busy=True)
+                    break
+                if record is None:
+                    sel.update(undecided=f"its check run {point.name} ({protocol.base.train.epochs} epochs) is not "
+                               "finished", busy=False)
+                    break
+                scores[f"{lr:g}"] = max(e["rougeL"] for e in record["epochs"])
+            else:
+                best = max(candidates, key=lambda lr: scores[f"{lr:g}"])
+                beyond = ([lr for lr in tried if lr > best] if best == max(candidates) else []) or \
+                         ([lr for lr in tried if lr < best][::-1] if best == min(candidates) else [])
+                beyond = [lr for lr in beyond if lr not in candidates]
+                if beyond:
+                    candidates.append(beyond[0])
+                    continue
+                sel["chosen"] = best
+                others = sorted((lr for lr in candidates if lr != best), key=lambda lr: -scores[f"{lr:g}"])
+                side = ("" if min(candidates) < best < max(candidates) else
+                        f"; it is the {'highest' if best == max(candidates) else 'lowest'} rate the search tried")
+                check["reason"] = (f"the search ended at its {sel['edge']} edge; over {protocol.base.train.epochs} "
+                                   f"epochs (seed {seed}) the best validation ROUGE-L is {scores[f'{best:g}']:.2f} at "
+                                   f"{best:g} against " + ", ".join(f"{scores[f'{lr:g}']:.2f} at {lr:g}" for lr in others)
+                                   + side)
+            break
 
 
 def borrow(selections: dict, rows: Sequence[str]) -> None:
@@ -296,7 +315,7 @@ def rising_probes(protocol: ProtocolSweep, selections: dict, runs: Sequence[dict
         if "from" in sel or "chosen" not in sel or not own or None in records or not all(map(peaked_last, records)):
             continue
         higher = sorted(lr for lr in {*sel.get("grid", ()), *map(float, sel.get("validation", {}))} if lr > sel["chosen"])
-        if higher:
+        if higher and higher[0] not in sel.get("budget_check", {}).get("candidates", ()):  # not compared already
             probes.append({"row": row, "seed": seed, "lr": higher[0], "probe": True,
                            "point": Point(row, seed, own[0]["point"].overrides, higher[0])})
     return probes

@@ -399,15 +399,27 @@ def edge_selection() -> dict:
             "fkl": {**choose_lr([1e-4, 3e-4, 1e-3], scorer(fkl)[0], 2), "sources": {}}}
 
 
-@pytest.mark.parametrize("best_inside, chosen", [(14.0, 1e-4), (12.0, 1e-5), (12.73, 1e-5)])  # higher, lower, tie
-def test_an_edge_rate_is_decided_over_the_protocols_epochs(best_inside, chosen):
-    protocol = FakeProtocol({"csd_lr1e-05_seed10": 12.73, "csd_lr0.0001_seed10": best_inside})
+@pytest.mark.parametrize("up, chosen, compared, side", [
+    ({"0.0001": 14.0, "0.0003": 13.5}, 1e-4, ["1e-05", "0.0001", "0.0003"], ""),  # 1e-4 wins; 3e-4 above it loses
+    ({"0.0001": 12.0}, 1e-5, ["1e-05", "0.0001"], "; it is the lowest rate the search tried"),  # the edge wins
+    ({"0.0001": 12.73}, 1e-5, ["1e-05", "0.0001"], "; it is the lowest rate the search tried"),  # tie: the edge
+    ({"0.0001": 14.99, "0.0003": 22.49, "0.001": 20.0}, 3e-4, ["1e-05", "0.0001", "0.0003", "0.001"], ""),  # walks up
+    ({"0.0001": 14.0, "0.0003": 15.0, "0.001": 16.0}, 1e-3, ["1e-05", "0.0001", "0.0003", "0.001"],
+     "; it is the highest rate the search tried")])
+def test_an_edge_rate_is_decided_over_the_protocols_epochs(up, chosen, compared, side):
+    """The 20-epoch comparison starts with the edge (1e-5) and the grid's choice (1e-4), and takes in the next rate
+    the search tried while the better one is the highest (or lowest) compared: bracketed, or at the edge of the rates
+    tried, said."""
+    protocol = FakeProtocol({"csd_lr1e-05_seed10": 12.73, **{f"csd_lr{lr}_seed10": v for lr, v in up.items()}})
     selections = edge_selection()
     cpu_protocol.check_edges(protocol, selections, seed=10, train=False)
     csd = selections["csd"]
     assert csd["chosen"] == chosen and csd["search_chosen"] == 1e-5 and "undecided" not in csd
-    assert csd["budget_check"]["best_validation"] == {"1e-05": 12.73, "0.0001": best_inside}
-    assert csd["budget_check"]["candidates"] == [1e-5, 1e-4] and f"at {chosen:g} against" in csd["budget_check"]["reason"]
+    assert list(csd["budget_check"]["best_validation"]) == compared
+    assert csd["budget_check"]["candidates"] == [float(lr) for lr in compared]
+    assert f"is {max(up.values()) if chosen != 1e-5 else 12.73:.2f} at {chosen:g} against" in csd["budget_check"]["reason"]
+    assert csd["budget_check"]["reason"].endswith(side or "")
+    assert ("the search tried" in csd["budget_check"]["reason"]) is bool(side)
     assert "budget_check" not in selections["fkl"] and selections["fkl"]["chosen"] == 3e-4  # inside: untouched
     cpu_protocol.borrow(selections, ["csd", "csd_TS"])
     assert selections["csd_TS"] == {"from": "csd", "chosen": chosen}
@@ -416,9 +428,18 @@ def test_an_edge_rate_is_decided_over_the_protocols_epochs(best_inside, chosen):
                for line in lines)
 
 
+def test_the_walk_waits_for_the_next_rates_run():
+    protocol = FakeProtocol({"csd_lr1e-05_seed10": 12.73, "csd_lr0.0001_seed10": 14.0})
+    selections = edge_selection()
+    cpu_protocol.check_edges(protocol, selections, seed=10, train=False)
+    csd = selections["csd"]
+    assert "chosen" not in csd and csd["budget_check"]["candidates"] == [1e-5, 1e-4, 3e-4]
+    assert "csd_lr0.0003_seed10 (20 epochs) is not finished" in csd["undecided"] and "reason" not in csd["budget_check"]
+
+
 def test_an_edge_rate_waits_for_its_check_run():
-    protocol = FakeProtocol({"csd_lr1e-05_seed10": 12.73}, trainable={"csd_lr0.0001_seed10": 14.0},
-                            busy={"csd_lr0.0001_seed10"})
+    protocol = FakeProtocol({"csd_lr1e-05_seed10": 12.73, "csd_lr0.0003_seed10": 13.0},
+                            trainable={"csd_lr0.0001_seed10": 14.0}, busy={"csd_lr0.0001_seed10"})
     selections = edge_selection()
     cpu_protocol.check_edges(protocol, selections, seed=10, train=False)  # a dry run trains nothing
     assert "chosen" not in selections["csd"] and selections["csd"]["busy"] is False and protocol.asked == {}
@@ -444,7 +465,7 @@ def test_no_check_when_the_search_could_not_extend():
 def test_two_processes_share_the_runs_and_the_rates_follow_the_check():
     """This process finds the check run taken by another one: it trains what is free (fkl), waits, then reads the
     check back and trains the CSD rows at the rate it chose."""
-    best = {"csd_lr1e-05_seed10": 12.73}
+    best = {"csd_lr1e-05_seed10": 12.73, "csd_lr0.0003_seed10": 13.0}  # 3e-4: finished by the other process
     trainable = {"csd_lr0.0001_seed10": 14.0, "fkl_lr0.0003_seed10": 20.0, "csd_lr0.0001_seed20": 13.0,
                  "csd_TS_lr0.0001_seed10": 10.0, "csd_TS_lr0.0001_seed20": 10.0, "fkl_lr0.0003_seed20": 19.0}
     protocol = FakeProtocol(best, trainable, busy={"csd_lr0.0001_seed10", "fkl_lr0.0003_seed20"}, busy_for=2)
@@ -521,6 +542,9 @@ def test_a_row_still_rising_at_its_last_epoch_gets_one_probe_at_the_next_rate_up
     assert [(p["row"], p["lr"], p["point"].name, p["probe"]) for p in probes] == [
         ("csd", 3e-4, "csd_lr0.0003_seed10", True)]
     assert probes[0]["point"].overrides == ("loss=csd",)
+    selections["csd"]["budget_check"]["candidates"].append(3e-4)  # compared over the epochs already: no probe
+    assert cpu_protocol.rising_probes(protocol, selections, runs, seed=10) == []
+    selections["csd"]["budget_check"]["candidates"].pop()
     del store["csd_lr0.0001_seed20"]  # a planned run not finished: no probe yet
     assert cpu_protocol.rising_probes(protocol, selections, runs, seed=10) == []
     store["csd_lr0.0001_seed20"] = store["csd_lr0.0001_seed10"]
