@@ -290,13 +290,21 @@ def borrow(selections: dict, rows: Sequence[str]) -> None:
                                 "busy": source.get("busy", False)})
 
 
-def check_points(selections: dict, runs: Sequence[dict]) -> list[Point]:
-    """The decided budget checks' losing runs (not planned runs: kept in the report beside them)."""
+def other_rate_points(selections: dict, runs: Sequence[dict]) -> list[Point]:
+    """Runs at the rates a decided budget check compared but did not choose, for every planned (row, seed) that takes
+    that check's rate: the check's losing runs, and runs trained before the check moved the rate (not planned runs:
+    kept in the report beside them)."""
     planned = {run["point"].name for run in runs if run["point"]}
-    points = [Point(row, sel["budget_check"]["seed"], tuple(ROWS[row]), lr)
-              for row, sel in selections.items() if "reason" in sel.get("budget_check", {})
-              for lr in sel["budget_check"]["candidates"] if lr != sel["chosen"]]
-    return [point for point in points if point.name not in planned]
+    points = {}
+    for run in runs:
+        sel = selections.get(LR_FROM.get(run["row"], run["row"]), {})
+        check = sel.get("budget_check", {})
+        if run["point"] is not None and "reason" in check:
+            for lr in check["candidates"]:
+                point = Point(run["row"], run["seed"], run["point"].overrides, lr)
+                if point.name not in planned:
+                    points[point.name] = point
+    return list(points.values())
 
 
 def peaked_last(record: dict) -> bool:
@@ -495,10 +503,10 @@ def main(argv: list[str], models: Optional[PairModels] = None) -> Optional[dict]
     def write_report(selections: dict, runs: list[dict]) -> dict:
         planned, probes = [r for r in runs if not r.get("probe")], [r for r in runs if r.get("probe")]
         records = [r for r in (protocol.cached(run["point"]) for run in planned if run["point"]) if r is not None]
-        checks = [r for r in map(protocol.cached, check_points(selections, planned)) if r is not None]
+        others = [r for r in map(protocol.cached, other_rate_points(selections, planned)) if r is not None]
         probed = [r for r in (protocol.cached(run["point"]) for run in probes) if r is not None]
         results = cpu_protocol_report.results_of(settings, selections, planned, records,
-                                                 (table or {}).get("rows", {}), started, checks, probes, probed)
+                                                 (table or {}).get("rows", {}), started, others, probes, probed)
         cpu_protocol_report.write(results, args.out)
         return results
     results = write_report(*(decide() if args.report_only else run_protocol(protocol, decide, write_report)))

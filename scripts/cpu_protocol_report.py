@@ -159,11 +159,12 @@ def probe_lines_of(probes: Sequence[dict], probe_records: Sequence[dict], record
 
 
 def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: Sequence[dict], table_96: dict,
-               started: float, check_records: Sequence[dict] = (), probes: Sequence[dict] = (),
+               started: float, other_records: Sequence[dict] = (), probes: Sequence[dict] = (),
                probe_records: Sequence[dict] = ()) -> dict:
-    """Everything the report shows, from the planned runs and the finished records. ``check_records``: the budget
-    checks' runs that lost, ``probe_records``: the finished ``probes`` (not planned runs): kept whole in
-    "check_runs" and "probe_runs" and counted in the compute, left out of the tables."""
+    """Everything the report shows, from the planned runs and the finished records. ``other_records``: runs at rates a
+    budget check compared but did not choose (cpu_protocol.other_rate_points), ``probe_records``: the finished
+    ``probes`` (neither are planned runs): kept whole in "other_rate_runs" and "probe_runs" and counted in the
+    compute, left out of the tables."""
     found = {(r["row"], r["seed"]) for r in records}
     missing = [{"row": run["row"], "seed": run["seed"], "lr": run["lr"],
                 "why": "not finished" if run["lr"] else "its learning rate is undecided (a search run is missing)"}
@@ -172,15 +173,15 @@ def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: 
     best, last = aggregate(as_runs(records, "best"), metrics=METRICS), aggregate(as_runs(records, "last"), metrics=METRICS)
     table = {row: table_96[row] for row in best if row in table_96}
     return {"settings": settings, "lr_selection": selections, "runs": list(records),
-            "check_runs": list(check_records), "probe_runs": list(probe_records),
+            "other_rate_runs": list(other_records), "probe_runs": list(probe_records),
             "probes": probe_lines_of(probes, probe_records, records, best), "missing": missing,
             "validation_curves": curve, "peak_epoch": peak_epochs(records, curve), "test_best": best,
             "test_last": last, "table_96": table, "claims": claims(best, table, as_runs(records, "best")),
-            "compute_s": round(sum(map(compute_of, [*records, *check_records, *probe_records])) +
+            "compute_s": round(sum(map(compute_of, [*records, *other_records, *probe_records])) +
                                sum(s.get("search_s", 0) for s in selections.values()), 1),
-            "run_core_s": round(sum(compute_of(r) * r["threads"] for r in [*records, *check_records, *probe_records]
+            "run_core_s": round(sum(compute_of(r) * r["threads"] for r in [*records, *other_records, *probe_records]
                                     if r.get("threads")), 1),
-            "runs_without_threads": sum(not r.get("threads") for r in [*records, *check_records, *probe_records]),
+            "runs_without_threads": sum(not r.get("threads") for r in [*records, *other_records, *probe_records]),
             "wall_s": round(time.time() - started, 1)}
 
 
@@ -306,6 +307,21 @@ def probe_section(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+def other_rate_section(results: dict) -> list[str]:
+    """The runs at rates the budget check did not choose: kept, not in the tables ([] when there are none)."""
+    others = results.get("other_rate_runs") or []
+    if not others:
+        return []
+    lines = ["## Runs at rates the 20-epoch check compared but did not choose (not in the tables above)", "",
+             "| objective | seed | lr | best validation ROUGE-L (epoch) | test ROUGE-L at best | at the last step |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(others, key=lambda r: (r["row"], r["lr"], r["seed"])):
+        best = max(e["rougeL"] for e in r["epochs"])
+        lines.append(f"| {r['row']} | {r['seed']} | {r['lr']:g} | {best:.2f} ({r['best_epoch']:g}) | "
+                     f"{r['test']['best']['rougeL']:.2f} | {r['test']['last']['rougeL']:.2f} |")
+    return [*lines, ""]
+
+
 def core_hours(results: dict) -> str:
     """"; the runs alone: N core-hours (...)" ("" for a report written before run_core_s was kept)."""
     if "run_core_s" not in results:
@@ -337,9 +353,8 @@ def markdown(results: dict) -> str:
         f"Command: `{s['command']}`  \nMachine: {s['machine']}; torch threads per run: {threads_line(results['runs'])}. "
         f"Compute: {results['compute_s'] / 3600:.2f} h of runs and lr search (each run's wall time, summed: runs "
         f"that ran side by side count in full; a resumed run counts its epochs and test scoring over all its "
-        f"processes" + (f"; with the {len(results['check_runs'])} lr-check run(s) that lost: "
-                        + ", ".join(f"{r['row']} {r['lr']:g} seed {r['seed']}" for r in results["check_runs"])
-                        if results.get("check_runs") else "") + (
+        f"processes" + (f"; with the {len(results['other_rate_runs'])} run(s) at rates the check did not choose"
+                        if results.get("other_rate_runs") else "") + (
             f"; with the {len(results['probe_runs'])} probe run(s)" if results.get("probe_runs") else "")
         + ")" + core_hours(results) + ".", "", done, "",
         f"## Learning rates: short-budget search ({search['steps']} steps, seed {search['seed']}, validation ROUGE-L "
@@ -349,7 +364,8 @@ def markdown(results: dict) -> str:
         f"## Test at the best checkpoint, beside the 96-step table ({s.get('table_96') or 'none with these settings'})",
         "", *table_lines(results), "",
         "## The claims, checked by scripts/cpu_protocol_report.py on the means at the best checkpoint", "",
-        *claim_lines(results), "", *probe_section(results), "![protocol](cpu_protocol.png)", ""])
+        *claim_lines(results), "", *probe_section(results), *other_rate_section(results),
+        "![protocol](cpu_protocol.png)", ""])
 
 
 def figure(results: dict, path: Path) -> None:

@@ -325,7 +325,7 @@ def test_report_on_partial_records_names_what_is_missing(tmp_path):
     assert "**0 of 12 runs finished**" in (tmp_path / "cpu_protocol.md").read_text()
 
 
-def test_a_resumed_run_counts_every_process_and_the_check_loser_is_kept(tmp_path):
+def test_a_resumed_run_counts_every_process_and_runs_at_rates_not_chosen_are_kept(tmp_path):
     # a run resumed at epoch 3: wall time is the last process's 100 s; its epochs took 3 x (90 + 10) s, its tests 20 s
     resumed = {**fake_record("csd", 10, 15.0, 0.8), "test_s": {"best": 12.0, "last": 8.0}}
     for epoch in resumed["epochs"]:
@@ -337,26 +337,29 @@ def test_a_resumed_run_counts_every_process_and_the_check_loser_is_kept(tmp_path
     selections = edge_selection()
     selections["csd"].update(chosen=1e-4, search_chosen=1e-5, budget_check={"seed": 10, "candidates": [1e-5, 1e-4]})
     runs = cpu_protocol.plan({"csd": ("loss=csd",)}, [10, 20], selections)
-    assert [p.name for p in cpu_protocol.check_points(selections, runs)] == []  # undecided: no loser yet
+    assert [p.name for p in cpu_protocol.other_rate_points(selections, runs)] == []  # undecided: nothing yet
     selections["csd"]["budget_check"]["reason"] = "1e-4 wins"
-    assert [p.name for p in cpu_protocol.check_points(selections, runs)] == ["csd_lr1e-05_seed10"]
-    only_borrowers = cpu_protocol.plan({"csd_mix": ("loss=csd",)}, [10], selections)  # csd itself is not planned
-    assert [p.name for p in cpu_protocol.check_points(selections, only_borrowers)] == ["csd_lr1e-05_seed10"]
+    # the check's loser (seed 10) and, for seed 20, the run at the rate not chosen (trained before a rate moved)
+    assert [p.name for p in cpu_protocol.other_rate_points(selections, runs)] == ["csd_lr1e-05_seed10",
+                                                                                  "csd_lr1e-05_seed20"]
+    borrowers = cpu_protocol.plan({"csd_mix": ("loss=csd",)}, [10], selections)  # csd's check decides csd_mix's rate
+    assert [p.name for p in cpu_protocol.other_rate_points(selections, borrowers)] == ["csd_mix_lr1e-05_seed10"]
     loser = {**fake_record("csd", 10, 5.0, 0.5), "lr": 1e-5, "wall_s": 250.0, "threads": 2}
     base = fake_results(15.0, 0.8)
     results = cpu_protocol_report.results_of(base["settings"], base["lr_selection"], [
         {"row": r["row"], "seed": r["seed"], "lr": r["lr"]} for r in base["runs"]], base["runs"], TABLE_96, 0.0,
         [loser])
-    assert results["check_runs"] == [loser] and results["compute_s"] == 1200.0 + 250.0
+    assert results["other_rate_runs"] == [loser] and results["compute_s"] == 1200.0 + 250.0
     # core-hours: seed 20's runs record 1 thread, the loser 2; seed 10's record none (left out, and said)
     assert results["run_core_s"] == 6 * 100.0 + 2 * 250.0 and results["runs_without_threads"] == 6
     assert results["test_best"]["csd"]["rougeL"]["n"] == 2 and results["test_best"]["csd"]["rougeL"]["mean"] == 15.0
     cpu_protocol_report.write(results, tmp_path)
     markdown = (tmp_path / "cpu_protocol.md").read_text()
-    assert "with the 1 lr-check run(s) that lost: csd 1e-05 seed 10" in markdown and "All 12 runs" in markdown
+    assert "with the 1 run(s) at rates the check did not choose" in markdown and "All 12 runs" in markdown
+    assert "| csd | 10 | 1e-05 | 8.00 (2) | 5.00 | 5.00 |" in markdown  # its best epoch, test at best and last
     assert "the runs alone: 0.31 core-hours (each one's time x its torch threads; 6 run(s) without a thread count" \
         in markdown
-    for key in ("run_core_s", "runs_without_threads", "check_runs"):  # a JSON written before these were kept
+    for key in ("run_core_s", "runs_without_threads", "other_rate_runs"):  # a JSON written before these were kept
         del results[key]
     assert "core-hours" not in cpu_protocol_report.markdown(results)
 
