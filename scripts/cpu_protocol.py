@@ -291,19 +291,17 @@ def borrow(selections: dict, rows: Sequence[str]) -> None:
 
 
 def other_rate_points(selections: dict, runs: Sequence[dict]) -> list[Point]:
-    """Runs at the rates a decided budget check compared but did not choose, for every planned (row, seed) that takes
-    that check's rate: the check's losing runs, and runs trained before the check moved the rate (not planned runs:
-    kept in the report beside them)."""
+    """Runs at the rates a budget check compared, other than the one it chose (all of them while it is undecided),
+    for every planned (row, seed) that takes that check's rate: the check's own runs, and runs trained before the
+    check moved the rate (not planned runs: kept in the report beside them)."""
     planned = {run["point"].name for run in runs if run["point"]}
     points = {}
     for run in runs:
         sel = selections.get(LR_FROM.get(run["row"], run["row"]), {})
-        check = sel.get("budget_check", {})
-        if run["point"] is not None and "reason" in check:
-            for lr in check["candidates"]:
-                point = Point(run["row"], run["seed"], run["point"].overrides, lr)
-                if point.name not in planned:
-                    points[point.name] = point
+        for lr in sel.get("budget_check", {}).get("candidates", ()):
+            point = Point(run["row"], run["seed"], tuple(ROWS.get(run["row"], ())), lr)
+            if point.name not in planned and lr != sel.get("chosen"):
+                points[point.name] = point
     return list(points.values())
 
 

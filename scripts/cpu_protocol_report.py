@@ -312,7 +312,7 @@ def other_rate_section(results: dict) -> list[str]:
     others = results.get("other_rate_runs") or []
     if not others:
         return []
-    lines = ["## Runs at rates the 20-epoch check compared but did not choose (not in the tables above)", "",
+    lines = ["## Runs at rates the 20-epoch check compared, other than its choice (not in the tables above)", "",
              "| objective | seed | lr | best validation ROUGE-L (epoch) | test ROUGE-L at best | at the last step |",
              "|---|---|---|---|---|---|"]
     for r in sorted(others, key=lambda r: (r["row"], r["lr"], r["seed"])):
@@ -353,7 +353,7 @@ def markdown(results: dict) -> str:
         f"Command: `{s['command']}`  \nMachine: {s['machine']}; torch threads per run: {threads_line(results['runs'])}. "
         f"Compute: {results['compute_s'] / 3600:.2f} h of runs and lr search (each run's wall time, summed: runs "
         f"that ran side by side count in full; a resumed run counts its epochs and test scoring over all its "
-        f"processes" + (f"; with the {len(results['other_rate_runs'])} run(s) at rates the check did not choose"
+        f"processes" + (f"; with the {len(results['other_rate_runs'])} run(s) at rates the check compared, other than its choice"
                         if results.get("other_rate_runs") else "") + (
             f"; with the {len(results['probe_runs'])} probe run(s)" if results.get("probe_runs") else "")
         + ")" + core_hours(results) + ".", "", done, "",

@@ -337,7 +337,9 @@ def test_a_resumed_run_counts_every_process_and_runs_at_rates_not_chosen_are_kep
     selections = edge_selection()
     selections["csd"].update(chosen=1e-4, search_chosen=1e-5, budget_check={"seed": 10, "candidates": [1e-5, 1e-4]})
     runs = cpu_protocol.plan({"csd": ("loss=csd",)}, [10, 20], selections)
-    assert [p.name for p in cpu_protocol.other_rate_points(selections, runs)] == []  # undecided: nothing yet
+    undecided = {"csd": {k: v for k, v in selections["csd"].items() if k != "chosen"}}
+    assert [p.name for p in cpu_protocol.other_rate_points(undecided, [
+        {"row": "csd", "seed": 10, "point": None}])] == ["csd_lr1e-05_seed10", "csd_lr0.0001_seed10"]  # all, undecided
     selections["csd"]["budget_check"]["reason"] = "1e-4 wins"
     # the check's loser (seed 10) and, for seed 20, the run at the rate not chosen (trained before a rate moved)
     assert [p.name for p in cpu_protocol.other_rate_points(selections, runs)] == ["csd_lr1e-05_seed10",
@@ -355,7 +357,7 @@ def test_a_resumed_run_counts_every_process_and_runs_at_rates_not_chosen_are_kep
     assert results["test_best"]["csd"]["rougeL"]["n"] == 2 and results["test_best"]["csd"]["rougeL"]["mean"] == 15.0
     cpu_protocol_report.write(results, tmp_path)
     markdown = (tmp_path / "cpu_protocol.md").read_text()
-    assert "with the 1 run(s) at rates the check did not choose" in markdown and "All 12 runs" in markdown
+    assert "with the 1 run(s) at rates the check compared, other than its choice" in markdown and "All 12 runs" in markdown
     assert "| csd | 10 | 1e-05 | 8.00 (2) | 5.00 | 5.00 |" in markdown  # its best epoch, test at best and last
     assert "the runs alone: 0.31 core-hours (each one's time x its torch threads; 6 run(s) without a thread count" \
         in markdown
