@@ -167,7 +167,8 @@ def results_of(settings: dict, selections: dict, runs: Sequence[dict], records: 
     compute, left out of the tables."""
     found = {(r["row"], r["seed"]) for r in records}
     missing = [{"row": run["row"], "seed": run["seed"], "lr": run["lr"],
-                "why": "not finished" if run["lr"] else "its learning rate is undecided (a search run is missing)"}
+                "why": "not finished" if run["lr"] else "its learning rate is undecided: " + selections.get(
+                    run["row"], {}).get("undecided", "a search run is missing")}
                for run in runs if (run["row"], run["seed"]) not in found]
     curve = curves(records)
     best, last = aggregate(as_runs(records, "best"), metrics=METRICS), aggregate(as_runs(records, "last"), metrics=METRICS)

@@ -314,6 +314,9 @@ def test_report_on_partial_records_names_what_is_missing(tmp_path):
     cpu_protocol_report.write(results, tmp_path)
     markdown = (tmp_path / "cpu_protocol.md").read_text()
     assert "**9 of 12 runs finished**; missing: fkl seed 10 (not finished)" in markdown
+    undecided = cpu_protocol_report.results_of(results["settings"], {"csd": {"undecided": "its check run X is busy"}},
+                                               [{"row": "csd", "seed": 10, "lr": None}], [], TABLE_96, 0.0)
+    assert undecided["missing"][0]["why"] == "its learning rate is undecided: its check run X is busy"
     assert "on the per-seed front in 1 of its 1 finished seed(s)" in markdown  # not "of 2": seed 20 has no CSD run
     no_csd = fake_results(25.0, 0.93, drop={("csd", 10), ("csd", 20)})
     assert no_csd["claims"]["rank_check"] == "not computable: no finished CSD (S,S) run"
