@@ -62,8 +62,9 @@ install-gpu: $(STAMP)
 	$(PY) -m pip install -e ".[vllm]"
 	$(PY) -m pip install flash-attn --no-build-isolation
 
-# The paper's protocol at CPU scale: 20 epochs per run, the checkpoint with the best validation ROUGE-L (projected
-# about 4 h on 2 quiet cores for 6 objectives x 2 seeds; run again to resume): docs/results/cpu_protocol.*
+# The paper's protocol at CPU scale: 20 epochs per run, the checkpoint with the best validation ROUGE-L (6 objectives
+# x 2 seeds and the lr checks: over 10 core-hours here; run again to resume; a second shell with the same command
+# and --threads 1 shares the runs): docs/results/cpu_protocol.*
 protocol: $(STAMP)
 	$(PY) scripts/cpu_protocol.py
 
