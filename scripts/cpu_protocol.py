@@ -20,9 +20,9 @@ lacks are trained into outputs/cpu_sweep/ (shared with those scripts). A row who
 the extensions is decided at the protocol's own budget (check_edges): its seed-10 run is trained at that edge rate and
 at the rate the unextended grid chose, then at the next rate the search tried while the better one is the highest (or
 lowest) compared; the highest best validation ROUGE-L over the epochs wins. csd_mix and csd_TS take CSD's rate, as in
-the frontier. Once every planned run is in, a row at its own rate whose runs all peak at their
-last epoch (still rising) gets a probe (rising_probes): one seed-10 run at the next rate up its search tried, reported
-beside the chosen rate's run; it changes no choice (--no-probes: none).
+the frontier. A row at its own rate whose runs are all in and all peak at their last epoch (still rising) gets a
+probe (rising_probes): one seed-10 run at the next rate up its search tried, reported beside the chosen rate's run; it
+changes no choice (--no-probes: none).
 
 Two processes: run the same command in a second shell, each with --threads 1 (on the 2-core machine of 2026-12-06,
 two such SFT runs side by side made 1.38 steps/s together, one 2-thread run 1.15: tqdm's rates, not a benchmark).
@@ -224,6 +224,11 @@ def select_lrs(search: Sweep, rows: Sequence[str], grid: Sequence[float], seed: 
     return selections
 
 
+def tried_rates(sel: dict) -> list[float]:
+    """The rates a row's short search tried (its grid and the extensions), sorted."""
+    return sorted({*sel.get("grid", ()), *map(float, sel.get("validation", {}))})
+
+
 def check_edges(protocol: ProtocolSweep, selections: dict, seed: int, train: bool = True) -> None:
     """A row whose short search still ends at an edge after the extensions (CSD (S,S) at 1e-5 here) is decided at the
     protocol's own budget: its ``seed`` run is trained at that edge rate and at the rate the unextended grid chose;
@@ -242,7 +247,7 @@ def check_edges(protocol: ProtocolSweep, selections: dict, seed: int, train: boo
         if inside == sel["chosen"]:  # no extension was allowed: nothing to compare
             continue
         sel["search_chosen"] = short = sel.pop("chosen")
-        tried = sorted({*sel["grid"], *map(float, sel["validation"])})
+        tried = tried_rates(sel)
         candidates = [short, inside]
         check = sel["budget_check"] = {"seed": seed, "candidates": candidates, "best_validation": {}}
         while True:
@@ -260,7 +265,7 @@ def check_edges(protocol: ProtocolSweep, selections: dict, seed: int, train: boo
                     sel.update(undecided=f"its check run {point.name} ({protocol.base.train.epochs} epochs) is not "
                                "finished", busy=False)
                     break
-                scores[f"{lr:g}"] = max(e["rougeL"] for e in record["epochs"])
+                scores[f"{lr:g}"] = cpu_protocol_report.best_validation(record)
             else:
                 best = max(candidates, key=lambda lr: scores[f"{lr:g}"])
                 beyond = ([lr for lr in tried if lr > best] if best == max(candidates) else []) or \
@@ -320,7 +325,7 @@ def rising_probes(protocol: ProtocolSweep, selections: dict, runs: Sequence[dict
         records = [protocol.cached(run["point"]) for run in own]
         if "from" in sel or "chosen" not in sel or not own or None in records or not all(map(peaked_last, records)):
             continue
-        higher = sorted(lr for lr in {*sel.get("grid", ()), *map(float, sel.get("validation", {}))} if lr > sel["chosen"])
+        higher = [lr for lr in tried_rates(sel) if lr > sel["chosen"]]
         if higher and higher[0] not in sel.get("budget_check", {}).get("candidates", ()):  # not compared already
             probes.append({"row": row, "seed": seed, "lr": higher[0], "probe": True,
                            "point": Point(row, seed, own[0]["point"].overrides, higher[0])})

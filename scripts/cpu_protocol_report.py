@@ -130,6 +130,11 @@ def compute_of(record: dict) -> float:
     return max(record.get("wall_s", 0), epochs + sum(record.get("test_s", {}).values()))
 
 
+def best_validation(record: dict) -> float:
+    """A protocol run's best validation ROUGE-L over its epochs (the checkpoint best/ keeps)."""
+    return max(e["rougeL"] for e in record["epochs"])
+
+
 def probe_lines_of(probes: Sequence[dict], probe_records: Sequence[dict], records: Sequence[dict],
                    best: dict) -> list[dict]:
     """Each probe (cpu_protocol.rising_probes) beside the same row and seed at the chosen rate: best validation
@@ -138,20 +143,18 @@ def probe_lines_of(probes: Sequence[dict], probe_records: Sequence[dict], record
     "rank_with_probe": its rank were its mean the probe's one test score."""
     def rank(row: str, value: float) -> int:
         return 1 + sum(stats["rougeL"]["mean"] > value for other, stats in best.items() if other != row)
-    def best_val(record: dict) -> float:
-        return max(e["rougeL"] for e in record["epochs"])
     out = []
     for probe in probes:
         record = next((r for r in probe_records if (r["row"], r["seed"], r["lr"]) ==
                        (probe["row"], probe["seed"], probe["lr"])), None)
         chosen = next(r for r in records if (r["row"], r["seed"]) == (probe["row"], probe["seed"]))
         line = {"row": probe["row"], "seed": probe["seed"], "lr": probe["lr"], "chosen_lr": chosen["lr"],
-                "chosen_best_validation": best_val(chosen), "chosen_best_epoch": chosen["best_epoch"],
+                "chosen_best_validation": best_validation(chosen), "chosen_best_epoch": chosen["best_epoch"],
                 "chosen_test_rougeL": chosen["test"]["best"]["rougeL"], "finished": record is not None}
         if record is not None:
-            line.update(best_validation=best_val(record), best_epoch=record["best_epoch"],
+            line.update(best_validation=best_validation(record), best_epoch=record["best_epoch"],
                         test_rougeL=record["test"]["best"]["rougeL"],
-                        higher_validation=best_val(record) > best_val(chosen), of=len(best),
+                        higher_validation=best_validation(record) > best_validation(chosen), of=len(best),
                         rank_chosen=rank(probe["row"], best[probe["row"]]["rougeL"]["mean"]),
                         rank_with_probe=rank(probe["row"], record["test"]["best"]["rougeL"]))
         out.append(line)
@@ -317,8 +320,7 @@ def other_rate_section(results: dict) -> list[str]:
              "| objective | seed | lr | best validation ROUGE-L (epoch) | test ROUGE-L at best | at the last step |",
              "|---|---|---|---|---|---|"]
     for r in sorted(others, key=lambda r: (r["row"], r["lr"], r["seed"])):
-        best = max(e["rougeL"] for e in r["epochs"])
-        lines.append(f"| {r['row']} | {r['seed']} | {r['lr']:g} | {best:.2f} ({r['best_epoch']:g}) | "
+        lines.append(f"| {r['row']} | {r['seed']} | {r['lr']:g} | {best_validation(r):.2f} ({r['best_epoch']:g}) | "
                      f"{r['test']['best']['rougeL']:.2f} | {r['test']['last']['rougeL']:.2f} |")
     return [*lines, ""]
 
