@@ -247,42 +247,50 @@ def check_edges(protocol: ProtocolSweep, selections: dict, seed: int, train: boo
         if inside == sel["chosen"]:  # no extension was allowed: nothing to compare
             continue
         sel["search_chosen"] = short = sel.pop("chosen")
-        tried = tried_rates(sel)
-        candidates = [short, inside]
-        check = sel["budget_check"] = {"seed": seed, "candidates": candidates, "best_validation": {}}
-        while True:
-            scores = check["best_validation"]
-            for lr in candidates:
-                if f"{lr:g}" in scores:
-                    continue
-                point = Point(row, seed, tuple(ROWS[row]), lr)
-                try:
-                    record = protocol.cached(point) or (protocol.run(point) if train else None)
-                except Busy:
-                    sel.update(undecided=f"its check run {point.name} is being trained by another process", busy=True)
-                    break
-                if record is None:
-                    sel.update(undecided=f"its check run {point.name} ({protocol.base.train.epochs} epochs) is not "
-                               "finished", busy=False)
-                    break
-                scores[f"{lr:g}"] = cpu_protocol_report.best_validation(record)
-            else:
-                best = max(candidates, key=lambda lr: scores[f"{lr:g}"])
-                beyond = ([lr for lr in tried if lr > best] if best == max(candidates) else []) or \
-                         ([lr for lr in tried if lr < best][::-1] if best == min(candidates) else [])
-                beyond = [lr for lr in beyond if lr not in candidates]
-                if beyond:
-                    candidates.append(beyond[0])
-                    continue
-                sel["chosen"] = best
-                others = sorted((lr for lr in candidates if lr != best), key=lambda lr: -scores[f"{lr:g}"])
-                side = ("" if min(candidates) < best < max(candidates) else
-                        f"; it is the {'highest' if best == max(candidates) else 'lowest'} rate the search tried")
-                check["reason"] = (f"the search ended at its {sel['edge']} edge; over {protocol.base.train.epochs} "
-                                   f"epochs (seed {seed}) the best validation ROUGE-L is {scores[f'{best:g}']:.2f} at "
-                                   f"{best:g} against " + ", ".join(f"{scores[f'{lr:g}']:.2f} at {lr:g}" for lr in others)
-                                   + side)
-            break
+        compare_over_epochs(protocol, row, sel, seed, train, [short, inside])
+
+
+def compare_over_epochs(protocol: ProtocolSweep, row: str, sel: dict, seed: int, train: bool,
+                        candidates: list[float]) -> None:
+    """check_edges for one row: score each candidate's ``seed`` run, then add the rate past the best one while there
+    is one (next_rate_past), and choose; or leave the row "undecided" at the first run that is missing."""
+    tried = tried_rates(sel)
+    check = sel["budget_check"] = {"seed": seed, "candidates": candidates, "best_validation": {}}
+    scores = check["best_validation"]
+    new = list(candidates)
+    while new:
+        for lr in new:
+            point = Point(row, seed, tuple(ROWS[row]), lr)
+            try:
+                record = protocol.cached(point) or (protocol.run(point) if train else None)
+            except Busy:
+                sel.update(undecided=f"its check run {point.name} is being trained by another process", busy=True)
+                return
+            if record is None:
+                sel.update(undecided=f"its check run {point.name} ({protocol.base.train.epochs} epochs) is not "
+                           "finished", busy=False)
+                return
+            scores[f"{lr:g}"] = cpu_protocol_report.best_validation(record)
+        best = max(candidates, key=lambda lr: scores[f"{lr:g}"])  # first of equals: the earlier candidate
+        new = [lr for lr in (next_rate_past(best, candidates, tried),) if lr is not None]
+        candidates += new
+    sel["chosen"] = best
+    others = sorted((lr for lr in candidates if lr != best), key=lambda lr: -scores[f"{lr:g}"])
+    side = ("" if min(candidates) < best < max(candidates) else
+            f"; it is the {'highest' if best == max(candidates) else 'lowest'} rate the search tried")
+    check["reason"] = (f"the search ended at its {sel['edge']} edge; over {protocol.base.train.epochs} epochs (seed "
+                       f"{seed}) the best validation ROUGE-L is {scores[f'{best:g}']:.2f} at {best:g} against "
+                       + ", ".join(f"{scores[f'{lr:g}']:.2f} at {lr:g}" for lr in others) + side)
+
+
+def next_rate_past(best: float, candidates: Sequence[float], tried: Sequence[float]) -> Optional[float]:
+    """The rate the search tried next beyond ``best`` when ``best`` is the highest (or lowest) of ``candidates``;
+    None when it lies between two of them or the search tried nothing beyond it."""
+    if best == max(candidates):
+        return next((lr for lr in tried if lr > best), None)
+    if best == min(candidates):
+        return next((lr for lr in reversed(tried) if lr < best), None)
+    return None
 
 
 def borrow(selections: dict, rows: Sequence[str]) -> None:
