@@ -436,6 +436,21 @@ def test_an_edge_rate_is_decided_over_the_protocols_epochs(up, chosen, compared,
                for line in lines)
 
 
+def test_an_upper_edge_walks_down_the_rates_the_search_tried():
+    """The mirror of CSD's case: a search that ends at its upper edge (1e-2 after two extensions) walks down from the
+    grid's choice (1e-3) while the better rate is the lowest compared, the nearest tried rate first."""
+    search = {"0.0001": 1.0, "0.0003": 2.0, "0.001": 3.0, "0.003": 4.0, "0.01": 5.0}
+    selections = {"sft": choose_lr([1e-4, 3e-4, 1e-3], scorer(search)[0], 2)}
+    assert selections["sft"]["chosen"] == 1e-2 and selections["sft"]["edge"] == "upper"
+    protocol = FakeProtocol({"sft_lr0.01_seed10": 10.0, "sft_lr0.001_seed10": 12.0, "sft_lr0.0003_seed10": 14.0,
+                             "sft_lr0.0001_seed10": 11.0})
+    cpu_protocol.check_edges(protocol, selections, seed=10, train=False)
+    sft = selections["sft"]
+    assert sft["chosen"] == 3e-4 and sft["budget_check"]["candidates"] == [1e-2, 1e-3, 3e-4, 1e-4]
+    assert sft["budget_check"]["reason"].endswith("14.00 at 0.0003 against 12.00 at 0.001, 11.00 at 0.0001, 10.00 at "
+                                                  "0.01")
+
+
 def test_the_walk_waits_for_the_next_rates_run():
     protocol = FakeProtocol({"csd_lr1e-05_seed10": 12.73, "csd_lr0.0001_seed10": 14.0})
     selections = edge_selection()
